@@ -1,0 +1,1 @@
+"""Numba kernels, each beside a naive NumPy twin (``*_naive``) that the tests compare it with."""

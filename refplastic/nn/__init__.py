@@ -1,0 +1,9 @@
+"""Layers, losses, initialisation, optimizers and the sequential network."""
+
+from .activations import GELU, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
+from .build import LAYER_TYPES, build_layer
+from .flatten import Flatten
+from .layer import Layer
+from .linear import Linear
+from .losses import CrossEntropyLoss, HuberLoss, MSELoss, make_loss
+from .network import Network, as_dtype

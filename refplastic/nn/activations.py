@@ -1,0 +1,148 @@
+"""Elementwise activations ``y = phi(x)`` and their four maps.
+
+For an elementwise map the Jacobian is diagonal, so with ``phi'`` and ``phi''`` evaluated at x:
+
+    forward     y   = phi(x)
+    backward    gx  = gy phi'(x)
+    forward_r   Ry  = phi'(x) Rx
+    backward_r  Rgx = Rgy phi'(x) + gy phi''(x) Rx
+
+ReLU and LeakyReLU are piecewise linear: ``phi'' = 0`` almost everywhere, and at the kink we take
+PyTorch's one-sided choice ``phi'(0) = slope of the left piece``.
+"""
+
+import numpy as np
+
+from ..kernels.gelu import gelu, gelu_d1, gelu_d2
+from .layer import Layer
+
+
+class Elementwise(Layer):
+    """An activation given by ``phi``, ``d1 = phi'`` and ``d2 = phi''`` (``None`` if zero a.e.)."""
+
+    def phi(self, x):
+        raise NotImplementedError
+
+    def d1(self, x, y):
+        raise NotImplementedError
+
+    def d2(self, x, y):
+        return None
+
+    def forward(self, x):
+        y = self.phi(x)
+        return y, (x, y)
+
+    def backward(self, cache, gy, grads, need_input_grad=True):
+        x, y = cache
+        return gy * self.d1(x, y) if need_input_grad else None
+
+    def forward_r(self, cache, rx, v):
+        x, y = cache
+        ry = None if rx is None else self.d1(x, y) * rx
+        return ry, rx
+
+    def backward_r(self, cache, rx, gy, rgy, rgrads, need_input_grad=True):
+        if not need_input_grad:
+            return None
+        x, y = cache
+        rgx = rgy * self.d1(x, y)
+        if rx is not None:
+            d2 = self.d2(x, y)
+            if d2 is not None:
+                rgx += gy * d2 * rx
+        return rgx
+
+
+class Identity(Elementwise):
+    """``phi(x) = x``."""
+
+    def phi(self, x):
+        return x
+
+    def d1(self, x, y):
+        return np.ones_like(x)
+
+
+class ReLU(Elementwise):
+    """``phi(x) = max(x, 0)``, ``phi'(x) = [x > 0]``."""
+
+    def phi(self, x):
+        return np.maximum(x, 0)
+
+    def d1(self, x, y):
+        return (x > 0).astype(x.dtype)
+
+
+class LeakyReLU(Elementwise):
+    """``phi(x) = x if x > 0 else s x``, ``phi'(x) = 1 if x > 0 else s`` (s = negative_slope)."""
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def config(self):
+        return {"negative_slope": self.negative_slope}
+
+    def phi(self, x):
+        return np.where(x > 0, x, x * self.negative_slope)
+
+    def d1(self, x, y):
+        return np.where(x > 0, 1.0, self.negative_slope).astype(x.dtype)
+
+
+class Tanh(Elementwise):
+    """``phi = tanh``, ``phi' = 1 - y^2``, ``phi'' = -2 y (1 - y^2)``."""
+
+    def phi(self, x):
+        return np.tanh(x)
+
+    def d1(self, x, y):
+        return 1 - y * y
+
+    def d2(self, x, y):
+        return -2 * y * (1 - y * y)
+
+
+class Sigmoid(Elementwise):
+    """``phi(x) = 1 / (1 + e^-x)``, ``phi' = y (1 - y)``, ``phi'' = y (1 - y)(1 - 2y)``.
+
+    Computed as ``1/(1+e^-|x|)`` or ``e^-|x|/(1+e^-|x|)`` by sign so that neither side overflows
+    and tiny outputs keep full relative precision.
+    """
+
+    def phi(self, x):
+        e = np.exp(-np.abs(x))
+        return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+    def d1(self, x, y):
+        return y * (1 - y)
+
+    def d2(self, x, y):
+        return y * (1 - y) * (1 - 2 * y)
+
+
+class GELU(Elementwise):
+    """Exact GELU, ``phi(x) = x Phi(x)`` with ``Phi(x) = (1 + erf(x / sqrt 2)) / 2``.
+
+    ``phi'(x) = Phi(x) + x p(x)`` and ``phi''(x) = p(x) (2 - x^2)``, ``p`` the standard normal
+    density. Only ``approximate='none'`` (PyTorch's default) is supported.
+    """
+
+    def __init__(self, approximate="none"):
+        super().__init__()
+        if approximate != "none":
+            raise ValueError(f"GELU supports approximate='none' only, got {approximate!r}")
+        self.approximate = approximate
+
+    def config(self):
+        return {"approximate": self.approximate}
+
+    def phi(self, x):
+        return gelu(x)
+
+    def d1(self, x, y):
+        return gelu_d1(x)
+
+    def d2(self, x, y):
+        return gelu_d2(x)

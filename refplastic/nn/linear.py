@@ -1,0 +1,75 @@
+"""Linear (fully connected) layer, PyTorch layout: ``y = x W^T + b``, ``W`` of shape (out, in).
+
+Maps, for ``x`` of shape (..., in):
+
+    forward     y   = x W^T + b
+    backward    gx  = gy W,          gW = gy^T x,            gb = sum_n gy
+    forward_r   Ry  = Rx W^T + x V^T + Vb
+    backward_r  Rgx = Rgy W + gy V,  RgW = Rgy^T x + gy^T Rx, Rgb = sum_n Rgy
+
+where ``(V, Vb)`` is the parameter direction and sums run over all leading axes.
+"""
+
+import numpy as np
+
+from .init import torch_default_init_
+from .layer import Layer
+
+
+def _rows(a):
+    """View (..., k) as (n, k)."""
+    return a.reshape(-1, a.shape[-1])
+
+
+class Linear(Layer):
+    def __init__(self, in_features, out_features, bias=True):
+        super().__init__()
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self.bias = bool(bias)
+        self.param_shapes = {"weight": (self.out_features, self.in_features)}
+        if self.bias:
+            self.param_shapes["bias"] = (self.out_features,)
+
+    def config(self):
+        return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias}
+
+    def reset_parameters(self, rng):
+        torch_default_init_(self.params["weight"], self.params.get("bias"), rng)
+
+    def forward(self, x):
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"Linear expects inputs with last dimension {self.in_features}, got shape {x.shape}")
+        y = x @ self.params["weight"].T
+        if self.bias:
+            y += self.params["bias"]
+        return y, x
+
+    def backward(self, x, gy, grads, need_input_grad=True):
+        gy2 = _rows(gy)
+        np.matmul(gy2.T, _rows(x), out=grads["weight"])
+        if self.bias:
+            np.sum(gy2, axis=0, out=grads["bias"])
+        return gy @ self.params["weight"] if need_input_grad else None
+
+    def forward_r(self, x, rx, v):
+        ry = x @ v["weight"].T
+        if rx is not None:
+            ry += rx @ self.params["weight"].T
+        if self.bias:
+            ry += v["bias"]
+        return ry, (rx, v)
+
+    def backward_r(self, x, rcache, gy, rgy, rgrads, need_input_grad=True):
+        rx, v = rcache
+        gy2 = _rows(gy)
+        rgy2 = _rows(rgy)
+        rgw = rgrads["weight"]
+        np.matmul(rgy2.T, _rows(x), out=rgw)
+        if rx is not None:
+            rgw += gy2.T @ _rows(rx)
+        if self.bias:
+            np.sum(rgy2, axis=0, out=rgrads["bias"])
+        if not need_input_grad:
+            return None
+        return rgy @ self.params["weight"] + gy @ v["weight"]

@@ -1,0 +1,140 @@
+"""Losses with PyTorch's default mean reductions, and their first and second derivatives.
+
+Each loss maps network outputs ``z`` and targets ``t`` to a scalar ``L``. Besides the value it
+gives ``gz = dL/dz`` (``backward``) and the output-space Hessian-vector product
+``R{gz} = (d^2 L / dz^2) Rz`` (``backward_r``), which starts the backward R-pass of an exact
+Hessian-vector product and is the middle factor of the Gauss-Newton matrix.
+"""
+
+import numpy as np
+
+
+class Loss:
+    """Base class: ``forward(z, t) -> (L, cache)``, ``backward(cache) -> gz``,
+    ``backward_r(cache, rz) -> (d^2 L/dz^2) rz``."""
+
+    name = ""
+
+    def __call__(self, z, t):
+        return self.forward(z, t)[0]
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class MSELoss(Loss):
+    """Mean squared error over all M elements (``torch.nn.MSELoss()``):
+
+        L = (1/M) sum (z - t)^2,   gz = 2 (z - t) / M,   d^2L/dz^2 = (2/M) I
+    """
+
+    name = "mse"
+
+    def forward(self, z, t):
+        t = _float_targets(z, t)
+        d = z - t
+        return float(np.vdot(d, d)) / d.size, d
+
+    def backward(self, d):
+        return d * (2.0 / d.size)
+
+    def backward_r(self, d, rz):
+        return rz * (2.0 / d.size)
+
+
+class HuberLoss(Loss):
+    """Huber loss with threshold delta (``torch.nn.HuberLoss(delta=1.0)``), mean over M elements:
+
+        l(d) = d^2 / 2 if |d| < delta else delta (|d| - delta / 2),   d = z - t
+        L = (1/M) sum l(d),  gz = clip(d, -delta, delta) / M,  d^2L/dz^2 = diag([|d| < delta]) / M
+    """
+
+    name = "huber"
+
+    def __init__(self, delta=1.0):
+        if not delta > 0:
+            raise ValueError(f"HuberLoss delta must be positive, got {delta}")
+        self.delta = float(delta)
+
+    def forward(self, z, t):
+        t = _float_targets(z, t)
+        d = z - t
+        a = np.abs(d)
+        inside = a < self.delta
+        l = np.where(inside, 0.5 * d * d, self.delta * (a - 0.5 * self.delta))
+        return float(l.sum()) / d.size, (d, inside)
+
+    def backward(self, cache):
+        d, inside = cache
+        return np.clip(d, -self.delta, self.delta) / d.size
+
+    def backward_r(self, cache, rz):
+        d, inside = cache
+        return np.where(inside, rz, 0) / d.size
+
+
+class CrossEntropyLoss(Loss):
+    """Softmax cross-entropy (``torch.nn.CrossEntropyLoss()``) on logits ``z`` of shape (N, C).
+
+    Targets are class indices ``y`` of shape (N,) or class probabilities ``t`` of shape (N, C).
+    With ``p = softmax(z)`` computed by a stable log-sum-exp, ``s_n = sum_c t_nc``:
+
+        L   = (1/N) sum_n (s_n lse(z_n) - sum_c t_nc z_nc)
+        gz  = (s_n p_n - t_n) / N
+        d^2L/dz_n^2 = s_n (diag(p_n) - p_n p_n^T) / N,  so  R{gz}_n = s_n p_n * (Rz_n - <p_n, Rz_n>) / N
+
+    For indices, ``t`` is one-hot and ``s_n = 1``.
+    """
+
+    name = "cross_entropy"
+
+    def forward(self, z, t):
+        if z.ndim != 2:
+            raise ValueError(f"cross_entropy expects logits of shape (N, C), got {z.shape}")
+        n, c = z.shape
+        t = np.asarray(t)
+        if t.shape == (n,) and np.issubdtype(t.dtype, np.integer):
+            if t.size and (t.min() < 0 or t.max() >= c):
+                raise ValueError(f"cross_entropy labels must lie in [0, {c}), got values in [{t.min()}, {t.max()}]")
+            onehot = np.zeros_like(z)
+            onehot[np.arange(n), t] = 1
+            t = onehot
+        elif t.shape == (n, c) and np.issubdtype(t.dtype, np.floating):
+            t = t.astype(z.dtype, copy=False)
+        else:
+            raise ValueError(f"cross_entropy targets must be int labels of shape ({n},) or "
+                             f"float probabilities of shape ({n}, {c}), got {t.dtype} {t.shape}")
+        zmax = z.max(axis=1, keepdims=True)
+        e = np.exp(z - zmax)
+        se = e.sum(axis=1, keepdims=True)
+        lse = zmax + np.log(se)
+        p = e / se
+        s = t.sum(axis=1, keepdims=True)
+        loss = float((s * lse).sum() - np.vdot(t, z)) / n
+        return loss, (p, t, s)
+
+    def backward(self, cache):
+        p, t, s = cache
+        return (s * p - t) / p.shape[0]
+
+    def backward_r(self, cache, rz):
+        p, t, s = cache
+        return s * p * (rz - (p * rz).sum(axis=1, keepdims=True)) / p.shape[0]
+
+
+def _float_targets(z, t):
+    t = np.asarray(t)
+    if t.shape != z.shape:
+        raise ValueError(f"targets must have the outputs' shape {z.shape}, got {t.shape}")
+    return t.astype(z.dtype, copy=False)
+
+
+LOSSES = {"mse": MSELoss, "cross_entropy": CrossEntropyLoss, "huber": HuberLoss}
+
+
+def make_loss(name):
+    """The loss called ``name``: one of "mse", "cross_entropy", "huber" (delta 1)."""
+    try:
+        return LOSSES[name]()
+    except KeyError:
+        raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}") from None
