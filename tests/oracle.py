@@ -50,11 +50,12 @@ def _t(a, requires_grad=False):
     return torch.tensor(np.array(a), requires_grad=requires_grad)
 
 
-def check_layer(layer, x_shape, rng, dtype=np.float64, input_grad=True, fd=True, rtol=None):
+def check_layer(layer, x_shape, rng, dtype=np.float64, input_grad=True, fd=True, rtol=None, K=2):
     """Check forward, VJP, JVP and R-backward of ``layer`` on a random input of ``x_shape``.
 
     Compares with torch (reverse mode, and double backward for the second-order map) to ``rtol``
-    and, in float64 with ``fd``, with central finite differences to 1e-6. BatchNorm's running
+    and, in float64 with ``fd``, with central finite differences to 1e-6. The R-maps run on K
+    tangents at once (the leading tangent axis); each is checked on its own. BatchNorm's running
     statistics are checked after the forward pass too.
     """
     rtol = RTOL[dtype] if rtol is None else rtol
@@ -73,8 +74,8 @@ def check_layer(layer, x_shape, rng, dtype=np.float64, input_grad=True, fd=True,
 
     w = rng.normal(size=y.shape).astype(dtype)
     c = rng.uniform(0.5, 1.5, size=y.shape).astype(dtype)
-    rx = rng.normal(size=x_shape).astype(dtype) if input_grad else None
-    v = rng.normal(size=P).astype(dtype)
+    rx = rng.normal(size=(K, *x_shape)).astype(dtype) if input_grad else None
+    v = rng.normal(size=(K, P)).astype(dtype)
 
     # backward (VJP)
     gy = w + c * y
@@ -89,30 +90,38 @@ def check_layer(layer, x_shape, rng, dtype=np.float64, input_grad=True, fd=True,
     if input_grad:
         assert_close(gx, tgrads[0].detach().numpy(), rtol, f"{layer} input gradient")
 
-    # forward_r (JVP) against torch's double-backward JVP trick (reverse over reverse)
+    # forward_r (JVP) and backward_r, all K tangents at once
     ry, rcaches = layer.forward_r(caches[0], rx, net.unflatten(v)[0])
-    ry = np.zeros_like(y) if ry is None else ry
-    u = torch.zeros_like(yt, requires_grad=True)
-    vjp = torch.autograd.grad(yt, inputs, grad_outputs=u, create_graph=True, allow_unused=True)
-    tangents = ([_t(rx)] if input_grad else []) + [_t(vi) for vi in net.unflatten(v)[0].values()]
-    inner = sum((g * tv).sum() for g, tv in zip(vjp, tangents) if g is not None)
-    ryt = torch.autograd.grad(inner, u)[0] if torch.is_tensor(inner) and inner.requires_grad else torch.zeros_like(yt)
-    assert_close(ry, ryt.detach().numpy(), rtol, f"{layer} forward_r")
-
-    # backward_r against the torch Hessian-vector product of L (double backward)
-    rgrad = np.empty(P, dtype)
+    ry = np.zeros((K, *y.shape), dtype) if ry is None else ry
+    assert ry.shape == (K, *y.shape), f"{layer} forward_r shape {ry.shape}"
+    rgrad = np.empty((K, P), dtype)
     rgy = c * ry
     rgx = layer.backward_r(caches[0], rcaches, gy, rgy, net.unflatten(rgrad)[0], need_input_grad=input_grad)
-    hv = torch.autograd.grad(tgrads, inputs, grad_outputs=tangents, allow_unused=True)
-    hv = [torch.zeros_like(i) if h is None else h for i, h in zip(inputs, hv)]
-    tparam_hv = hv[1:] if input_grad else hv
-    if params:
-        assert_close(rgrad, torch.cat([h.reshape(-1) for h in tparam_hv]).numpy(), rtol, f"{layer} backward_r params")
-    if input_grad:
-        assert_close(rgx, hv[0].numpy(), rtol, f"{layer} backward_r input")
+
+    u = torch.zeros_like(yt, requires_grad=True)
+    vjp = torch.autograd.grad(yt, inputs, grad_outputs=u, create_graph=True, allow_unused=True)
+    for k in range(K):
+        # JVP by torch's double-backward trick (reverse over reverse)
+        tangents = ([_t(rx[k])] if input_grad else []) + [_t(vi[k]) for vi in net.unflatten(v)[0].values()]
+        inner = sum((g * tv).sum() for g, tv in zip(vjp, tangents) if g is not None)
+        if torch.is_tensor(inner) and inner.requires_grad:
+            ryt = torch.autograd.grad(inner, u, retain_graph=True)[0]
+        else:
+            ryt = torch.zeros_like(yt)
+        assert_close(ry[k], ryt.detach().numpy(), rtol, f"{layer} forward_r[{k}]")
+        # backward_r against the torch Hessian-vector product of L (double backward)
+        hv = torch.autograd.grad(tgrads, inputs, grad_outputs=tangents, allow_unused=True, retain_graph=True)
+        hv = [torch.zeros_like(i) if h is None else h for i, h in zip(inputs, hv)]
+        tparam_hv = hv[1:] if input_grad else hv
+        if params:
+            assert_close(rgrad[k], torch.cat([h.reshape(-1) for h in tparam_hv]).numpy(), rtol,
+                         f"{layer} backward_r params[{k}]")
+        if input_grad:
+            assert_close(rgx[k], hv[0].numpy(), rtol, f"{layer} backward_r input[{k}]")
 
     if fd and dtype == np.float64:
-        check_layer_finite_differences(net, x, w, c, rx, v, grad, gx, ry, rgrad, rgx)
+        check_layer_finite_differences(net, x, w, c, None if rx is None else rx[0], v[0], grad, gx, ry[0],
+                                       rgrad[0], None if rgx is None else rgx[0])
     return net
 
 

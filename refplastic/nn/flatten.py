@@ -31,8 +31,8 @@ class Flatten(Layer):
         return gy.reshape(shape) if need_input_grad else None
 
     def forward_r(self, shape, rx, v):
-        ry = None if rx is None else rx.reshape(self._flat_shape(shape))
+        ry = None if rx is None else rx.reshape((rx.shape[0],) + self._flat_shape(shape))
         return ry, None
 
     def backward_r(self, shape, rcache, gy, rgy, rgrads, need_input_grad=True):
-        return rgy.reshape(shape) if need_input_grad else None
+        return rgy.reshape((rgy.shape[0],) + shape) if need_input_grad else None

@@ -23,6 +23,12 @@ Buffers (BatchNorm running statistics) live in ``self.buffers`` under PyTorch na
 Gradient outputs are passed in as dicts of arrays to fill, so that a network can point them at
 views of one flat gradient vector and an optimizer can update everything in one kernel.
 
+Every tangent carries a leading *tangent axis* of size K: ``Rx`` has shape (K, *x.shape), each
+``v[name]`` (K, *param.shape), and so do ``Ry``, ``R{gy}``, ``R{gx}`` and the R-gradients; the
+primal arrays (x, y, gy, parameters) do not. K directions then cost one pass of batched matrix
+products instead of K passes: a single Hessian-vector product is K = 1, a full Hessian is P
+directions in a few blocks.
+
 ``Rx = None`` stands for a zero input tangent: the data do not move, so the first layer skips
 that work. ``forward_r`` returns an ``rcache`` that carries ``Rx`` and ``v`` to ``backward_r``.
 """

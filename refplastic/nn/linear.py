@@ -7,7 +7,9 @@ Maps, for ``x`` of shape (..., in):
     forward_r   Ry  = Rx W^T + x V^T + Vb
     backward_r  Rgx = Rgy W + gy V,  RgW = Rgy^T x + gy^T Rx, Rgb = sum_n Rgy
 
-where ``(V, Vb)`` is the parameter direction and sums run over all leading axes.
+where ``(V, Vb)`` is the parameter direction and sums run over all leading axes of x. Tangents
+carry the leading tangent axis K (see :mod:`refplastic.nn.layer`), so with x viewed as an (n, in)
+matrix each R-map is a batched matrix product over K.
 """
 
 import numpy as np
@@ -19,6 +21,11 @@ from .layer import Layer
 def _rows(a):
     """View (..., k) as (n, k)."""
     return a.reshape(-1, a.shape[-1])
+
+
+def _krows(a):
+    """View a tangent (K, ..., k) as (K, n, k)."""
+    return a.reshape(a.shape[0], -1, a.shape[-1])
 
 
 class Linear(Layer):
@@ -53,23 +60,25 @@ class Linear(Layer):
         return gy @ self.params["weight"] if need_input_grad else None
 
     def forward_r(self, x, rx, v):
-        ry = x @ v["weight"].T
+        k = v["weight"].shape[0]
+        ry = _rows(x) @ v["weight"].transpose(0, 2, 1)  # (K, n, out)
         if rx is not None:
-            ry += rx @ self.params["weight"].T
+            ry += _krows(rx) @ self.params["weight"].T
         if self.bias:
-            ry += v["bias"]
-        return ry, (rx, v)
+            ry += v["bias"][:, None, :]
+        return ry.reshape(k, *x.shape[:-1], self.out_features), (rx, v)
 
     def backward_r(self, x, rcache, gy, rgy, rgrads, need_input_grad=True):
         rx, v = rcache
+        k = rgy.shape[0]
+        rgy2 = _krows(rgy)  # (K, n, out)
         gy2 = _rows(gy)
-        rgy2 = _rows(rgy)
-        rgw = rgrads["weight"]
-        np.matmul(rgy2.T, _rows(x), out=rgw)
+        np.matmul(rgy2.transpose(0, 2, 1), _rows(x), out=rgrads["weight"])
         if rx is not None:
-            rgw += gy2.T @ _rows(rx)
+            rgrads["weight"] += gy2.T @ _krows(rx)
         if self.bias:
-            np.sum(rgy2, axis=0, out=rgrads["bias"])
+            np.sum(rgy2, axis=1, out=rgrads["bias"])
         if not need_input_grad:
             return None
-        return rgy @ self.params["weight"] + gy @ v["weight"]
+        rgx = rgy2 @ self.params["weight"] + gy2 @ v["weight"]
+        return rgx.reshape(k, *x.shape)

@@ -72,15 +72,20 @@ class Network:
             layer.reset_buffers()
 
     def unflatten(self, vector):
-        """Per-layer dicts of views into ``vector`` (shape (P,)), keyed by parameter name."""
-        if vector.shape != (self.num_parameters,):
-            raise ValueError(f"expected a vector of shape ({self.num_parameters},), got {vector.shape}")
+        """Per-layer dicts of views into ``vector``, keyed by parameter name.
+
+        ``vector`` has shape (P,), or (K, P) for K tangents, giving views of shape (K, *shape).
+        """
+        if vector.shape[-1:] != (self.num_parameters,) or vector.ndim > 2:
+            raise ValueError(f"expected shape ({self.num_parameters},) or (K, {self.num_parameters}), "
+                             f"got {vector.shape}")
+        lead = vector.shape[:-1]
         out, offset = [], 0
         for layer in self.layers:
             views = {}
             for name, shape in layer.param_shapes.items():
                 size = int(np.prod(shape))
-                views[name] = vector[offset:offset + size].reshape(shape)
+                views[name] = vector[..., offset:offset + size].reshape(lead + tuple(shape))
                 offset += size
             out.append(views)
         return out
@@ -232,11 +237,14 @@ class Network:
         return value, self.grad
 
     def forward_r(self, caches, v):
-        """R-forward of the whole network along parameter direction ``v`` (P,): ``(Rz, rcaches)``.
+        """R-forward of the whole network along K parameter directions ``v`` (K, P).
 
-        ``Rz = J v``, the output Jacobian applied to ``v``.
+        Returns ``(Rz, rcaches)`` with ``Rz[k] = J v[k]``, the output Jacobian applied to ``v[k]``.
         """
-        vs = self.unflatten(np.asarray(v, dtype=self.dtype))
+        v = np.asarray(v, dtype=self.dtype)
+        if v.ndim != 2:
+            raise ValueError(f"directions must have shape (K, {self.num_parameters}), got {v.shape}")
+        vs = self.unflatten(v)
         r, rcaches = None, []
         for layer, cache, vi in zip(self.layers, caches, vs):
             r, rcache = layer.forward_r(cache, r, vi)
@@ -244,8 +252,8 @@ class Network:
         return r, rcaches
 
     def backward_r(self, caches, rcaches, gz, rgz, out):
-        """Backward and R-backward together; writes ``R{dL/dtheta}`` into ``out`` (P,)."""
-        grads = self.unflatten(np.empty_like(out))
+        """Backward and R-backward together; writes ``R{dL/dtheta}`` into ``out`` (K, P)."""
+        grads = self.unflatten(np.empty(self.num_parameters, self.dtype))
         rgrads = self.unflatten(out)
         g, rg = gz, rgz
         for i in range(len(self.layers) - 1, -1, -1):
