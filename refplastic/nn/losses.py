@@ -119,7 +119,7 @@ class CrossEntropyLoss(Loss):
 
     def backward_r(self, cache, rz):
         p, t, s = cache
-        return s * p * (rz - (p * rz).sum(axis=1, keepdims=True)) / p.shape[0]
+        return s * p * (rz - (p * rz).sum(axis=-1, keepdims=True)) / p.shape[0]
 
 
 def _float_targets(z, t):

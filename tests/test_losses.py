@@ -1,0 +1,83 @@
+"""Losses: value, gradient and output-space Hessian-vector product against torch and FD."""
+
+import numpy as np
+import pytest
+import torch
+from oracle import RTOL, assert_close
+
+from refplastic.nn import CrossEntropyLoss, HuberLoss, MSELoss, make_loss
+
+TORCH_LOSS = {
+    "mse": torch.nn.functional.mse_loss,
+    "huber": lambda z, t: torch.nn.functional.huber_loss(z, t, delta=1.0),
+    "cross_entropy": torch.nn.functional.cross_entropy,
+}
+
+
+def _targets(name, z, rng, probabilities=False):
+    if name != "cross_entropy":
+        return (z + rng.normal(scale=1.5, size=z.shape)).astype(z.dtype)
+    if probabilities:
+        t = rng.uniform(size=z.shape)
+        return (t / t.sum(axis=1, keepdims=True)).astype(z.dtype)
+    return rng.integers(0, z.shape[1], size=z.shape[0])
+
+
+CASES = [("mse", (7, 3), False), ("mse", (2, 3, 4), False), ("huber", (9, 4), False), ("huber", (5,), False),
+         ("cross_entropy", (8, 5), False), ("cross_entropy", (6, 3), True)]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name,shape,probabilities", CASES)
+def test_loss_against_torch(name, shape, probabilities, dtype):
+    rng = np.random.default_rng(3)
+    z = rng.normal(scale=2.0, size=shape).astype(dtype)
+    t = _targets(name, z, rng, probabilities)
+    rz = rng.normal(size=shape).astype(dtype)
+    loss = make_loss(name)
+    value, cache = loss.forward(z, t)
+    gz = loss.backward(cache)
+    hz = loss.backward_r(cache, rz)
+
+    zt = torch.tensor(z, requires_grad=True)
+    lt = TORCH_LOSS[name](zt, torch.tensor(t))
+    (gt,) = torch.autograd.grad(lt, zt, create_graph=True)
+    (ht,) = torch.autograd.grad(gt, zt, grad_outputs=torch.tensor(rz))
+    rtol = RTOL[dtype]
+    assert_close(value, lt.item(), rtol, f"{name} value")
+    assert_close(gz, gt.detach().numpy(), rtol, f"{name} gradient")
+    assert_close(hz, ht.numpy(), rtol, f"{name} Hessian-vector product")
+    batched = loss.backward_r(cache, np.stack([rz, -2 * rz]))  # a leading tangent axis K = 2
+    assert_close(batched, np.stack([hz, -2 * hz]), rtol, f"{name} Hessian-vector product, K tangents")
+
+    if dtype == np.float64:
+        h = 1e-6
+        directional = (loss(z + h * rz, t) - loss(z - h * rz, t)) / (2 * h)
+        assert abs(directional - np.vdot(gz, rz)) <= 1e-7 * max(1.0, abs(directional))
+        g_plus = loss.backward(loss.forward(z + h * rz, t)[1])
+        g_minus = loss.backward(loss.forward(z - h * rz, t)[1])
+        assert_close(hz, (g_plus - g_minus) / (2 * h), 1e-6, f"{name} Hessian-vector product vs FD")
+
+
+def test_cross_entropy_is_stable_for_huge_logits():
+    z = np.array([[1000.0, 0.0, -1000.0], [-5000.0, 5000.0, 0.0]])
+    loss, cache = CrossEntropyLoss().forward(z, np.array([0, 0]))
+    assert np.isfinite(loss) and abs(loss - 5000.0) < 1e-9
+    assert np.all(np.isfinite(CrossEntropyLoss().backward(cache)))
+
+
+def test_huber_is_quadratic_inside_and_linear_outside():
+    loss = HuberLoss()
+    assert loss(np.array([0.5]), np.array([0.0])) == pytest.approx(0.125)
+    assert loss(np.array([3.0]), np.array([0.0])) == pytest.approx(2.5)
+
+
+def test_bad_targets_are_clear_errors():
+    with pytest.raises(ValueError, match="labels must lie in"):
+        CrossEntropyLoss().forward(np.zeros((2, 3)), np.array([0, 3]))
+    with pytest.raises(ValueError, match="targets must be int labels"):
+        CrossEntropyLoss().forward(np.zeros((2, 3)), np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="outputs' shape"):
+        MSELoss().forward(np.zeros((2, 3)), np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="unknown loss"):
+        make_loss("hinge")
