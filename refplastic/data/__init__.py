@@ -1,0 +1,9 @@
+"""Data sets: generated ones built in, loaders for files a user has."""
+
+from .synthetic import Dataset, gaussian_clusters, teacher_classification, teacher_regression
+
+GENERATORS = {
+    "teacher-classification": teacher_classification,
+    "teacher-regression": teacher_regression,
+    "gaussian-clusters": gaussian_clusters,
+}
