@@ -18,6 +18,13 @@ def cli():
     """refplastic: an exact, auditable reference for studying loss of plasticity."""
 
 
+def _writable_path(ctx, param, value):
+    """A file path whose directory exists (checked before any work is done)."""
+    if value is not None and not os.path.isdir(os.path.dirname(os.path.abspath(value))):
+        raise click.BadParameter(f"directory does not exist: {os.path.dirname(os.path.abspath(value))}")
+    return value
+
+
 def _int_list(ctx, param, value):
     try:
         widths = tuple(int(v) for v in value.split(",") if v.strip())
@@ -42,10 +49,10 @@ def _int_list(ctx, param, value):
 @click.option("--steps", type=click.IntRange(min=1), default=2000, show_default=True)
 @click.option("--eval-every", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
-@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, callback=_writable_path,
               help="Save here every --checkpoint-every steps; resume from it if it exists.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=500, show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
+@click.option("--out", type=click.Path(dir_okay=False), default=None, callback=_writable_path,
               help="Write the trained network and learning curve here (HDF5, checkpoint layout).")
 def train(seed, dataset, hidden, activation, optimizer, lr, batch_size, steps, eval_every, dtype,
           checkpoint, checkpoint_every, out):

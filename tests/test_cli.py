@@ -1,0 +1,58 @@
+"""The command line as a user meets it: help, version, train, and one-line errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import refplastic
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_help_and_version():
+    out = run("--help")
+    assert out.returncode == 0 and "train" in out.stdout
+    out = run("--version")
+    assert out.returncode == 0 and refplastic.__version__ in out.stdout
+
+
+def test_train_prints_a_learning_curve_and_writes_a_checkpoint(tmp_path):
+    out = run("train", "--steps", "40", "--eval-every", "20", "--hidden", "16", "--out", str(tmp_path / "r.h5"))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["step", "train_loss", "test_loss", "train_accuracy", "test_accuracy"]
+    assert [line.split()[0] for line in lines[1:4]] == ["0", "20", "40"]
+    assert (tmp_path / "r.h5").exists()
+    again = run("train", "--steps", "40", "--eval-every", "20", "--hidden", "16")
+    assert again.stdout.splitlines()[:4] == lines[:4]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--steps", "0"], "--steps"),
+    (["train", "--hidden", "a,b"], "comma-separated integers"),
+    (["train", "--activation", "Swish"], "--activation"),
+    (["train", "--lr", "-1"], "--lr"),
+    (["train", "--out", "/no/such/dir/r.h5", "--steps", "1"], "directory does not exist"),
+    (["frobnicate"], "No such command"),
+])
+def test_bad_arguments_give_one_line_and_nonzero_exit(args, message):
+    out = run(*args)
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0], out.stderr
+
+
+def test_resume_from_a_foreign_file_is_one_line(tmp_path):
+    bad = tmp_path / "bad.h5"
+    bad.write_text("hello")
+    out = run("train", "--steps", "5", "--checkpoint", str(bad))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == f"Error: not a readable HDF5 file: {bad}"
