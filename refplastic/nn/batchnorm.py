@@ -1,0 +1,102 @@
+"""BatchNorm1d and BatchNorm2d: standardise each channel (axis 1) over the batch and space.
+
+PyTorch semantics. With A all axes but the channel axis and ``n`` the number of values per channel:
+
+- training mode: ``y = gamma (x - mean_A(x)) / sqrt(var_A(x) + eps) + beta`` with the batch
+  statistics (biased variance), and the running statistics move towards them,
+
+      running_mean <- (1 - f) running_mean + f mean_A(x)
+      running_var  <- (1 - f) running_var  + f var_A(x) n / (n - 1)      (unbiased)
+      num_batches_tracked <- num_batches_tracked + 1
+
+  with ``f = momentum``, or ``f = 1 / num_batches_tracked`` (a cumulative average) when
+  ``momentum`` is None;
+- eval mode: the same affine map with the running statistics in place of the batch ones, so
+  ``y`` is affine in x (``S g = r g`` in :mod:`refplastic.nn.normalization`);
+- ``track_running_stats=False``: batch statistics in both modes and no buffers.
+
+gamma (ones at init) and beta (zeros) have one entry per channel; ``affine=False`` drops them.
+Only ``forward`` updates the running statistics; the other maps read the forward cache only.
+"""
+
+import numpy as np
+
+from .normalization import Normalization, Standardized, standardize
+
+
+class _BatchNorm(Normalization):
+    input_ndims = ()
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
+        super().__init__()
+        self.num_features = int(num_features)
+        self.eps = float(eps)
+        self.momentum = None if momentum is None else float(momentum)
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        if self.affine:
+            self.param_shapes = {"weight": (self.num_features,), "bias": (self.num_features,)}
+
+    def config(self):
+        return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
+                "affine": self.affine, "track_running_stats": self.track_running_stats}
+
+    def reset_parameters(self, rng):
+        if self.affine:
+            self.params["weight"][...] = 1
+            self.params["bias"][...] = 0
+
+    def allocate_buffers(self, dtype):
+        if self.track_running_stats:
+            self.buffers = {"running_mean": np.zeros(self.num_features, dtype),
+                            "running_var": np.ones(self.num_features, dtype),
+                            "num_batches_tracked": np.array(0, np.int64)}
+
+    def reset_buffers(self):
+        if self.track_running_stats:
+            self.buffers["running_mean"][...] = 0
+            self.buffers["running_var"][...] = 1
+            self.buffers["num_batches_tracked"][...] = 0
+
+    def standardize(self, x):
+        name = type(self).__name__
+        if x.ndim not in self.input_ndims:
+            raise ValueError(f"{name} expects {' or '.join(map(str, self.input_ndims))}-dimensional inputs, "
+                             f"got shape {x.shape}")
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"{name}({self.num_features}) expects {self.num_features} channels in axis 1, "
+                             f"got shape {x.shape}")
+        axes = tuple(i - x.ndim for i in range(x.ndim) if i != 1)
+        if self.track_running_stats and not self.training:
+            shape = (-1,) + (1,) * (x.ndim - 2)
+            r = 1 / np.sqrt(self.buffers["running_var"] + self.eps).reshape(shape)
+            return Standardized((x - self.buffers["running_mean"].reshape(shape)) * r, r, None, axes)
+        n = x.size // self.num_features
+        if n == 1:
+            raise ValueError(f"{name}: expected more than 1 value per channel when training, got shape {x.shape}")
+        xhat, r, mean, var = standardize(x, axes, self.eps)
+        if self.training and self.track_running_stats:
+            self._update_running_stats(mean.reshape(-1), var.reshape(-1) * (n / (n - 1)))
+        return Standardized(xhat, r, axes, axes)
+
+    def _update_running_stats(self, batch_mean, batch_var_unbiased):
+        """Move the running statistics towards the batch's by ``f`` (see the module docstring)."""
+        count = self.buffers["num_batches_tracked"]
+        count += 1
+        f = 1 / int(count) if self.momentum is None else self.momentum
+        for name, batch in (("running_mean", batch_mean), ("running_var", batch_var_unbiased)):
+            running = self.buffers[name]
+            running *= 1 - f
+            running += f * batch
+
+
+class BatchNorm1d(_BatchNorm):
+    """BatchNorm over inputs (N, C) or (N, C, L)."""
+
+    input_ndims = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """BatchNorm over inputs (N, C, H, W)."""
+
+    input_ndims = (4,)
