@@ -128,3 +128,30 @@ def test_layer_outputs_are_each_layers_output():
     np.testing.assert_allclose(outs[1], np.tanh(outs[0]))
     np.testing.assert_array_equal(outs[-1], net(x))
     assert MSELoss()(outs[-1], outs[-1]) == 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_network_with_normalisation_against_torch(mode, dtype):
+    from refplastic.nn import BatchNorm1d, LayerNorm
+
+    rng = np.random.default_rng(4)
+    net = Network([Linear(6, 8), BatchNorm1d(8), Tanh(), Linear(8, 8), LayerNorm(8), GELU(), Linear(8, 3)], rng, dtype)
+    for _ in range(3):  # non-trivial running statistics
+        net(rng.normal(size=(12, 6)))
+    net.train(mode == "train")
+    module = torch_module(net)
+    x = rng.normal(size=(10, 6)).astype(dtype)
+    t = rng.normal(size=(10, 3)).astype(dtype)
+    buffers = net.state_dict()
+    value, grad = net.loss_and_grad(x, t, MSELoss())
+    params = list(module.parameters())
+    lt = torch.nn.functional.mse_loss(module(torch.tensor(x)), torch.tensor(t))
+    gt = torch.autograd.grad(lt, params)
+    rtol = RTOL[dtype]
+    assert_close(value, lt.item(), rtol, "loss")
+    assert_close(grad, torch.cat([g.reshape(-1) for g in gt]).numpy(), rtol, "gradient")
+    for name, buf in net.named_buffers():
+        assert_close(buf, module.state_dict()[name].numpy(), rtol, name)
+        if mode == "eval":
+            np.testing.assert_array_equal(buf, buffers[name])

@@ -1,9 +1,11 @@
 """Layers, losses, initialisation, optimizers and the sequential network."""
 
 from .activations import GELU, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
+from .batchnorm import BatchNorm1d, BatchNorm2d
 from .build import LAYER_TYPES, build_layer
 from .flatten import Flatten
 from .layer import Layer
+from .layernorm import LayerNorm
 from .linear import Linear
 from .losses import CrossEntropyLoss, HuberLoss, MSELoss, make_loss
 from .network import Network, as_dtype

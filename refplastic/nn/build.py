@@ -7,11 +7,13 @@ network in torch with ``torch.nn.Sequential(*[getattr(nn, d.pop("type"))(**d) fo
 import inspect
 
 from .activations import GELU, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
+from .batchnorm import BatchNorm1d, BatchNorm2d
 from .flatten import Flatten
+from .layernorm import LayerNorm
 from .linear import Linear
 
 LAYER_TYPES = {cls.__name__: cls for cls in (
-    Linear, Flatten, ReLU, LeakyReLU, Tanh, Sigmoid, GELU, Identity,
+    Linear, Flatten, ReLU, LeakyReLU, Tanh, Sigmoid, GELU, Identity, LayerNorm, BatchNorm1d, BatchNorm2d,
 )}
 
 
