@@ -1,0 +1,171 @@
+"""Conv2d and MaxPool2d: every map against torch and finite differences, ties, and bad arguments."""
+
+import numpy as np
+import pytest
+import torch
+from oracle import RTOL, assert_close, check_layer, torch_module
+
+from refplastic.nn import Flatten, Linear, MSELoss, Network, ReLU
+from refplastic.nn.conv import Conv2d
+from refplastic.nn.pool import MaxPool2d
+
+DTYPES = [np.float64, np.float32]
+
+CONV_CASES = [  # (in, out, kernel_size, stride, padding, bias), input shape
+    ((3, 4, 3, 1, 0, True), (2, 3, 7, 6)),
+    ((3, 4, 3, 2, 1, True), (2, 3, 7, 6)),
+    ((2, 5, 2, 3, 2, False), (3, 2, 8, 9)),
+    ((3, 2, (3, 2), (2, 1), (1, 2), True), (2, 3, 7, 6)),
+    ((4, 3, 1, 1, 0, True), (2, 4, 5, 5)),
+    ((2, 3, (1, 3), 1, (0, 1), False), (1, 2, 4, 6)),
+    ((2, 3, 4, 1, 0, True), (2, 2, 4, 4)),  # the kernel covers the whole input
+    ((3, 2, 5, 2, 2, True), (1, 3, 3, 3)),  # the kernel is larger than the input, not the padded input
+    ((32, 8, 4, 2, 0, True), (2, 32, 8, 8)),  # sums of length 512, as in the DQN network
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("input_grad", [True, False])
+@pytest.mark.parametrize("args,x_shape", CONV_CASES, ids=lambda c: repr(c))
+def test_conv2d(args, x_shape, input_grad, dtype):
+    check_layer(Conv2d(*args), x_shape, np.random.default_rng(0), dtype, input_grad=input_grad)
+
+
+POOL_CASES = [  # (kernel_size, stride, padding), input shape
+    ((2, None, 0), (2, 3, 6, 7)),
+    ((3, None, 1), (2, 2, 7, 7)),
+    ((3, 1, 1), (1, 3, 5, 6)),
+    ((3, 2, 0), (2, 2, 7, 8)),
+    ((2, 1, 0), (2, 2, 5, 5)),
+    ((2, 2, 1), (1, 2, 5, 4)),
+    (((3, 2), (2, 1), (1, 1)), (2, 2, 6, 5)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("args,x_shape", POOL_CASES, ids=lambda c: repr(c))
+def test_maxpool2d(args, x_shape, dtype):
+    check_layer(MaxPool2d(*args), x_shape, np.random.default_rng(0), dtype)
+
+
+def test_maxpool2d_without_input_gradient_returns_none():
+    layer = MaxPool2d(2)
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 4))
+    y, cache = layer.forward(x)
+    assert layer.backward(cache, np.ones_like(y), {}, need_input_grad=False) is None
+    assert layer.forward_r(cache, None, {}) == (None, None)
+    assert layer.backward_r(cache, None, y, np.ones((1, *y.shape)), {}, need_input_grad=False) is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("args", [(2, None, 0), (3, 1, 1), (3, 2, 1), ((2, 3), (1, 2), (1, 1))], ids=repr)
+def test_maxpool2d_ties_go_where_torch_sends_them(args, dtype):
+    """Small integers tie in almost every window; -inf and NaN must follow torch too."""
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 3, size=(2, 3, 7, 6)).astype(dtype)
+    x[0, 0, :3, :3] = -np.inf
+    x[1, 1, 2:5, 1] = np.nan
+    layer = MaxPool2d(*args)
+    y, cache = layer.forward(x)
+    xt = torch.tensor(x, requires_grad=True)
+    yt, indices = torch.nn.functional.max_pool2d(xt, *args, return_indices=True)
+    np.testing.assert_array_equal(y, yt.detach().numpy())
+    np.testing.assert_array_equal(cache[1], indices.reshape(-1, *indices.shape[2:]).numpy())
+
+    gy = rng.normal(size=y.shape).astype(dtype)
+    (gxt,) = torch.autograd.grad(yt, xt, torch.tensor(gy))
+    np.testing.assert_array_equal(layer.backward(cache, gy, {}), gxt.numpy())
+    rx = rng.normal(size=(2, *x.shape)).astype(dtype)
+    ry, _ = layer.forward_r(cache, rx, {})
+    at_indices = indices.flatten(2).expand(2, -1, -1, -1)
+    np.testing.assert_array_equal(ry, torch.gather(torch.tensor(rx).flatten(3), 3, at_indices).reshape(ry.shape))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_small_cnn_gradient_and_hvp_against_torch(dtype):
+    """Conv, ReLU, MaxPool, Conv, Flatten, Linear: tangents flow through every conv and pool map."""
+    rng = np.random.default_rng(7)
+    net = Network([Conv2d(2, 4, 3, 2, 1), ReLU(), MaxPool2d(2, 1), Conv2d(4, 3, 2), ReLU(), Flatten(),
+                   Linear(27, 2)], rng, dtype)
+    module = torch_module(net)
+    x = rng.normal(size=(3, 2, 9, 9)).astype(dtype)
+    t = rng.normal(size=(3, 2)).astype(dtype)
+    loss = MSELoss()
+    value, grad = net.loss_and_grad(x, t, loss)
+    params = list(module.parameters())
+    lt = torch.nn.functional.mse_loss(module(torch.tensor(x)), torch.tensor(t))
+    gt = torch.autograd.grad(lt, params, create_graph=True)
+    rtol = RTOL[dtype]
+    assert_close(value, lt.item(), rtol, "loss")
+    assert_close(grad, torch.cat([g.reshape(-1) for g in gt]).detach().numpy(), rtol, "gradient")
+
+    V = rng.normal(size=(3, net.num_parameters)).astype(dtype)
+    z, caches = net.forward_cached(x)
+    _, lcache = loss.forward(z, t)
+    rz, rcaches = net.forward_r(caches, V)
+    hv = net.backward_r(caches, rcaches, loss.backward(lcache), loss.backward_r(lcache, rz), np.empty_like(V))
+    for k in range(3):
+        vs = [torch.tensor(V[k, s:e].reshape(p.shape)) for p, (s, e) in zip(params, net.parameter_offsets().values())]
+        ht = torch.autograd.grad(gt, params, grad_outputs=vs, retain_graph=True)
+        assert_close(hv[k], torch.cat([h.reshape(-1) for h in ht]).numpy(), rtol, f"HVP[{k}]")
+
+
+def test_config_rebuilds_the_torch_module_and_the_layer():
+    conv = Conv2d(3, 8, (3, 2), stride=(2, 1), padding=1, bias=False)
+    assert conv.config() == {"in_channels": 3, "out_channels": 8, "kernel_size": [3, 2], "stride": [2, 1],
+                             "padding": [1, 1], "bias": False}
+    tconv = torch.nn.Conv2d(**conv.config())
+    assert (tconv.kernel_size, tconv.stride, tconv.padding, tconv.bias) == ((3, 2), (2, 1), (1, 1), None)
+    assert Conv2d(**conv.config()).config() == conv.config()
+    pool = MaxPool2d(3, padding=1)
+    assert pool.config() == {"kernel_size": [3, 3], "stride": [3, 3], "padding": [1, 1]}
+    assert MaxPool2d(**pool.config()).config() == pool.config()
+    assert torch.nn.MaxPool2d(**pool.config()).stride == [3, 3]
+
+
+def test_conv2d_initialisation_uses_fan_in_of_the_kernel():
+    net = Network([Conv2d(4, 64, (3, 5))], np.random.default_rng(0))
+    bound = 1 / np.sqrt(4 * 3 * 5)
+    for _, p in net.named_parameters():
+        assert np.all(np.abs(p) <= bound) and np.abs(p).max() > 0.9 * bound
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"groups": 2}, "groups"),
+    ({"dilation": 2}, "dilation"),
+    ({"padding_mode": "reflect"}, "padding_mode"),
+    ({"padding": "same"}, "padding"),
+    ({"padding": -1}, "padding"),
+    ({"stride": 0}, "stride"),
+    ({"kernel_size": 0}, "kernel_size"),
+    ({"kernel_size": (1, 2, 3)}, "kernel_size"),
+    ({"in_channels": 0}, "in_channels"),
+    ({"out_channels": 2.0}, "out_channels"),
+])
+def test_conv2d_rejects_unsupported_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Conv2d(**{"in_channels": 2, "out_channels": 3, "kernel_size": 3, **kwargs})
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"dilation": 2}, "dilation"),
+    ({"ceil_mode": True}, "ceil_mode"),
+    ({"return_indices": True}, "return_indices"),
+    ({"padding": 2}, "at most half"),
+    ({"stride": (1, 0)}, "stride"),
+])
+def test_maxpool2d_rejects_unsupported_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MaxPool2d(**{"kernel_size": 3, **kwargs})
+
+
+@pytest.mark.parametrize("layer,x_shape,match", [
+    (Conv2d(3, 4, 3), (2, 2, 5, 5), r"expects input of shape \(N, 3, H, W\)"),
+    (Conv2d(3, 4, 3), (3, 5, 5), r"expects input of shape \(N, 3, H, W\)"),
+    (Conv2d(3, 4, 3, padding=(1, 0)), (2, 3, 1, 2), r"larger than the padded input \(3, 2\)"),
+    (MaxPool2d(3), (2, 5, 5), r"expects input of shape \(N, C, H, W\)"),
+    (MaxPool2d(3, padding=1), (1, 1, 4, 0), "larger than the padded input"),
+], ids=repr)
+def test_bad_input_shapes(layer, x_shape, match):
+    with pytest.raises(ValueError, match=match):
+        layer.forward(np.zeros(x_shape))
