@@ -1,0 +1,269 @@
+"""Optimizers against torch.optim (single-tensor implementation), state saving/restoring, reset, errors."""
+
+import itertools
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from oracle import RTOL, assert_close, torch_module
+
+from refplastic.nn import Linear, MSELoss, Network, Tanh
+from refplastic.nn.optim import SGD, Adam, AdamW, RMSprop, make_optimizer
+
+DTYPES = [np.float64, np.float32]
+
+
+def sgd_configs():
+    for momentum, dampening, nesterov, weight_decay in itertools.product([0.0, 0.9], [0.0, 0.4], [False, True],
+                                                                         [0.0, 0.05]):
+        if not nesterov or (momentum > 0 and dampening == 0):
+            yield dict(lr=0.1, momentum=momentum, dampening=dampening, nesterov=nesterov, weight_decay=weight_decay)
+
+
+def adam_configs():
+    for betas, weight_decay, amsgrad in itertools.product([(0.9, 0.999), (0.3, 0.6)], [0.0, 0.1], [False, True]):
+        yield dict(lr=0.01, betas=betas, eps=1e-8, weight_decay=weight_decay, amsgrad=amsgrad)
+
+
+def rmsprop_configs():
+    for alpha, momentum, centered, weight_decay in itertools.product([0.99, 0.3], [0.0, 0.9], [False, True],
+                                                                     [0.0, 0.1]):
+        yield dict(lr=0.01, alpha=alpha, eps=1e-8, momentum=momentum, centered=centered, weight_decay=weight_decay)
+
+
+CASES = ([("sgd", SGD, torch.optim.SGD, c) for c in sgd_configs()]
+         + [("adam", Adam, torch.optim.Adam, c) for c in adam_configs()]
+         + [("adamw", AdamW, torch.optim.AdamW, c) for c in adam_configs()]
+         + [("rmsprop", RMSprop, torch.optim.RMSprop, c) for c in rmsprop_configs()])
+
+
+# The configurations with the most state, for the tests of saving, restoring and resetting.
+STATEFUL = [
+    ("sgd", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.05)),
+    ("sgd", dict(lr=0.1, momentum=0.9, dampening=0.4)),
+    ("adam", dict(lr=0.01, weight_decay=0.1, amsgrad=True)),
+    ("adamw", dict(lr=0.01, betas=(0.3, 0.6), amsgrad=True)),
+    ("rmsprop", dict(lr=0.01, momentum=0.9, centered=True, weight_decay=0.1)),
+    ("rmsprop", dict(lr=0.01)),
+]
+STATEFUL_IDS = [f"{name}{i}" for i, (name, _) in enumerate(STATEFUL)]
+
+
+def small_net(dtype, seed=0):
+    return Network([Linear(5, 7), Tanh(), Linear(7, 3)], np.random.default_rng(seed), dtype)
+
+
+def torch_flat(tensors):
+    return torch.cat([t.detach().reshape(-1) for t in tensors]).numpy()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name,ours,theirs,config", CASES,
+                         ids=[f"{n}-" + "-".join(f"{k}={v}" for k, v in c.items()) for n, _, _, c in CASES])
+def test_matches_torch(name, ours, theirs, config, dtype):
+    """Five steps on real gradients (taken from torch at torch's parameters and fed to both):
+    parameters and every state buffer agree after each step."""
+    rng = np.random.default_rng(1)
+    net = small_net(dtype)
+    module = torch_module(net)
+    params = list(module.parameters())
+    opt = ours(net.flat, **config)
+    topt = theirs(params, foreach=False, **config)
+    for step in range(1, 6):
+        x = torch.from_numpy(rng.normal(size=(8, 5)).astype(dtype))
+        t = torch.from_numpy(rng.normal(size=(8, 3)).astype(dtype))
+        topt.zero_grad()
+        (rng.uniform(0.2, 5.0) * torch.nn.functional.mse_loss(module(x), t)).backward()
+        grad = torch_flat(p.grad for p in params)
+        topt.step()
+        opt.step(grad)
+        assert_close(net.flat, torch_flat(params), RTOL[dtype], f"{name} parameters after step {step}")
+        assert opt.step_count == step
+        for key, buffer in opt.buffers.items():
+            expected = torch_flat(topt.state[p][key] for p in params)
+            assert_close(buffer, expected, RTOL[dtype], f"{name} {key} after step {step}")
+        if name != "sgd":
+            assert all(int(topt.state[p]["step"]) == step for p in params)
+
+
+def random_grads(n, size, dtype, seed=2):
+    rng = np.random.default_rng(seed)
+    return [(rng.normal(size=size) * rng.uniform(0.1, 3.0)).astype(dtype) for _ in range(n)]
+
+
+def save_npz(state, directory):
+    path = directory / "state.npz"
+    np.savez(path, **state)
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def save_hdf5(state, directory):
+    path = directory / "state.h5"
+    with h5py.File(path, "w") as f:
+        for k, v in state.items():
+            f.create_dataset(k, data=v)
+    with h5py.File(path, "r") as f:
+        return {k: f[k][()] for k in f}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("save", [None, save_npz, save_hdf5], ids=["memory", "npz", "hdf5"])
+@pytest.mark.parametrize("name,config", STATEFUL, ids=STATEFUL_IDS)
+def test_state_dict_round_trip(name, config, save, dtype, tmp_path):
+    """2 steps, save; 3 more steps; a fresh optimizer (default hyperparameters) on the saved parameters,
+    loaded with the saved state, repeats those 3 steps bit for bit."""
+    net = small_net(dtype)
+    grads = random_grads(5, net.num_parameters, dtype)
+    opt = make_optimizer(name, net.flat, **config)
+    for g in grads[:2]:
+        opt.step(g)
+    saved_params, state = net.flat.copy(), opt.state_dict()
+    assert all(isinstance(v, (str, bool, int, float, np.ndarray)) for v in state.values()), state
+    assert state["optimizer"] == name and state["step"] == 2 and isinstance(state["step"], int)
+    for g in grads[2:]:
+        opt.step(g)
+
+    if save is not None:
+        state = save(state, tmp_path)
+    params = saved_params.copy()
+    fresh = make_optimizer(name, params, **({"lr": 0.5} if name == "sgd" else {}))
+    fresh.load_state_dict(state)
+    assert fresh.hyperparameters() == opt.hyperparameters()
+    for g in grads[2:]:
+        fresh.step(g)
+    np.testing.assert_array_equal(params, net.flat)
+    assert fresh.step_count == opt.step_count == 5
+    assert fresh.buffers.keys() == opt.buffers.keys()
+    for k in opt.buffers:
+        np.testing.assert_array_equal(fresh.buffers[k], opt.buffers[k])
+
+
+def test_state_dict_is_a_copy():
+    net = small_net(np.float64)
+    opt = Adam(net.flat)
+    opt.step(np.ones(net.num_parameters))
+    state = opt.state_dict()
+    state["exp_avg"][:] = 7.0
+    assert not np.any(opt.buffers["exp_avg"] == 7.0)
+    assert list(state) == ["optimizer", "lr", "betas", "eps", "weight_decay", "amsgrad", "step", "exp_avg",
+                           "exp_avg_sq"]
+
+
+@pytest.mark.parametrize("name,config", STATEFUL, ids=STATEFUL_IDS)
+def test_reset_is_a_fresh_optimizer(name, config):
+    net = small_net(np.float32)
+    grads = random_grads(6, net.num_parameters, np.float32)
+    opt = make_optimizer(name, net.flat, **config)
+    for g in grads[:3]:
+        opt.step(g)
+    opt.reset()
+    assert opt.step_count == 0 and all(not b.any() for b in opt.buffers.values())
+    params = net.flat.copy()
+    fresh = make_optimizer(name, params, **config)
+    for g in grads[3:]:
+        opt.step(g)
+        fresh.step(g)
+    np.testing.assert_array_equal(params, net.flat)
+
+
+def test_updates_the_network_in_place():
+    net = small_net(np.float64)
+    opt = SGD(net.flat, lr=0.5)
+    x, t = np.random.default_rng(3).normal(size=(4, 5)), np.zeros((4, 3))
+    before = net.get_parameter("2.bias").copy()
+    net.loss_and_grad(x, t, MSELoss())
+    expected = before - 0.5 * net.grad[-3:]
+    opt.step(net.grad)
+    np.testing.assert_array_equal(net.get_parameter("2.bias"), expected)
+
+
+def test_changing_hyperparameters():
+    """lr may follow a schedule between steps; momentum switched on needs reset() (its buffer)."""
+    opt = SGD(np.zeros(3), lr=0.1)
+    opt.step(np.ones(3))
+    opt.lr = 0.5
+    opt.step(np.ones(3))
+    np.testing.assert_array_equal(opt.params, [-0.6, -0.6, -0.6])
+    opt.momentum = 0.9
+    with pytest.raises(ValueError, match="call reset"):
+        opt.step(np.ones(3))
+    opt.reset()
+    opt.step(np.ones(3))
+    assert opt.buffers.keys() == {"momentum_buffer"}
+
+
+def test_repr():
+    assert repr(AdamW(np.zeros(3, np.float32))) == ("AdamW(lr=0.001, betas=(0.9, 0.999), eps=1e-08, weight_decay=0.01, "
+                                                   "amsgrad=False; 3 float32 parameters, step 0)")
+
+
+def test_make_optimizer():
+    flat = np.zeros(4)
+    assert type(make_optimizer("sgd", flat, lr=0.1, momentum=0.9)) is SGD
+    assert make_optimizer("adamw", flat).weight_decay == 1e-2
+    assert make_optimizer("rmsprop", flat, centered=True).buffers.keys() == {"square_avg", "grad_avg"}
+    assert make_optimizer("adam", flat, amsgrad=True).buffers.keys() == {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}
+    with pytest.raises(ValueError, match="unknown optimizer 'adagrad'"):
+        make_optimizer("adagrad", flat)
+
+
+@pytest.mark.parametrize("build,message", [
+    (lambda p: SGD(p, lr=-0.1), "Invalid learning rate"),
+    (lambda p: SGD(p, lr=0.1, momentum=-0.5), "Invalid momentum"),
+    (lambda p: SGD(p, lr=0.1, weight_decay=-1), "Invalid weight_decay"),
+    (lambda p: SGD(p, lr=0.1, nesterov=True), "Nesterov momentum requires"),
+    (lambda p: SGD(p, lr=0.1, momentum=0.9, dampening=0.1, nesterov=True), "Nesterov momentum requires"),
+    (lambda p: Adam(p, lr=-1e-3), "Invalid learning rate"),
+    (lambda p: Adam(p, eps=-1e-8), "Invalid epsilon"),
+    (lambda p: Adam(p, betas=(1.0, 0.999)), "Invalid beta parameter at index 0"),
+    (lambda p: AdamW(p, betas=(0.9, -0.1)), "Invalid beta parameter at index 1"),
+    (lambda p: Adam(p, betas=(0.9, 0.99, 0.9)), "betas must be a pair"),
+    (lambda p: AdamW(p, weight_decay=-0.01), "Invalid weight_decay"),
+    (lambda p: RMSprop(p, alpha=-0.5), "Invalid alpha"),
+    (lambda p: RMSprop(p, eps=-1.0), "Invalid epsilon"),
+    (lambda p: RMSprop(p, momentum=-0.9), "Invalid momentum"),
+    (lambda p: RMSprop(p, lr=-1.0), "Invalid learning rate"),
+    (lambda p: Adam(p.reshape(2, 3)), "1-D float32 or float64"),
+    (lambda p: Adam(p.astype(np.int64)), "1-D float32 or float64"),
+    (lambda p: Adam(list(p)), "1-D float32 or float64"),
+])
+def test_invalid_hyperparameters(build, message):
+    with pytest.raises(ValueError, match=message):
+        build(np.zeros(6))
+
+
+def test_invalid_gradient():
+    opt = Adam(np.zeros(6))
+    for bad in (np.zeros(5), np.zeros(6, np.float32), np.zeros((1, 6)), list(range(6))):
+        with pytest.raises(ValueError, match="grad must be a float64 array of shape"):
+            opt.step(bad)
+    assert opt.step_count == 0
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda s: s.update(optimizer="sgd"), "state of optimizer 'sgd' cannot be loaded into 'adam'"),
+    (lambda s: s.pop("eps"), "missing hyperparameters"),
+    (lambda s: s.pop("exp_avg_sq"), r"missing \['exp_avg_sq'\]"),
+    (lambda s: s.update(momentum_buffer=np.zeros(6)), r"unexpected \['momentum_buffer'\]"),
+    (lambda s: s.update(amsgrad=True), r"missing \['max_exp_avg_sq'\]"),
+    (lambda s: s.update(exp_avg=np.zeros(5)), "exp_avg: expected a float64 array of shape"),
+    (lambda s: s.update(exp_avg=np.zeros(6, np.float32)), "exp_avg: expected a float64 array of shape"),
+    (lambda s: s.update(step=-1), "step must be a non-negative integer"),
+    (lambda s: s.update(step=1.5), "step must be a non-negative integer"),
+    (lambda s: s.update(betas=np.array([0.9, 1.5])), "Invalid beta parameter at index 1"),
+])
+def test_invalid_state_dict_leaves_optimizer_unchanged(edit, message):
+    opt = Adam(np.zeros(6), lr=0.1)
+    opt.step(np.ones(6))
+    before = opt.state_dict()
+    state = opt.state_dict()
+    state["lr"] = 0.2
+    edit(state)
+    with pytest.raises(ValueError, match=message):
+        opt.load_state_dict(state)
+    after = opt.state_dict()
+    assert after.keys() == before.keys()
+    for k in before:
+        np.testing.assert_array_equal(after[k], before[k])
