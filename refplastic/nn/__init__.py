@@ -9,3 +9,4 @@ from .layernorm import LayerNorm
 from .linear import Linear
 from .losses import CrossEntropyLoss, HuberLoss, MSELoss, make_loss
 from .network import Network, as_dtype
+from .optim import SGD, Adam, AdamW, RMSprop, make_optimizer
