@@ -10,10 +10,11 @@ Row n of the per-example gradient matrix is
 When examples do not interact, g_n is the gradient of the loss on example n alone. Two exact
 routes, without a Python loop over examples:
 
-- per layer (examples independent: Linear, LayerNorm, BatchNorm with running statistics in eval
-  mode, and the parameter-free elementwise and Flatten layers): one backward pass gives every
-  layer's output cotangent gy; a layer's parameter gradient is a sum over examples, and its
-  terms are the per-example gradients, e.g. Linear ``gW_n = gy_n^T x_n``, ``gb_n = sum gy_n``;
+- per layer (examples independent: Linear, Conv2d, LayerNorm, BatchNorm with running statistics
+  in eval mode, and the parameter-free elementwise, MaxPool2d and Flatten layers): one backward
+  pass gives every layer's output cotangent gy; a layer's parameter gradient is a sum over
+  examples, and its terms are the per-example gradients, e.g. Linear ``gW_n = gy_n^T x_n``,
+  ``gb_n = sum gy_n``, Conv2d ``gW_n = gy_n cols_n^T`` (im2col columns of example n);
 - through the whole network (any layer, including train-mode BatchNorm, whose batch statistics
   make example n's loss depend on every input): ``g_n = N J^T u_n`` with ``u_n`` the output
   cotangent ``dL/dz`` restricted to example n, a batched VJP over blocks of examples.
@@ -31,9 +32,11 @@ import numpy as np
 
 from ..nn.activations import Elementwise
 from ..nn.batchnorm import _BatchNorm
+from ..nn.conv import Conv2d
 from ..nn.flatten import Flatten
 from ..nn.layernorm import LayerNorm
 from ..nn.linear import Linear
+from ..nn.pool import MaxPool2d
 from .hvp import CurvatureBatch
 
 
@@ -88,6 +91,17 @@ def _linear_map(layer, x, gy, out):
         np.sum(gy3, axis=1, out=out["bias"])
 
 
+def _conv_map(layer, cache, gy, out):
+    """``gW_n = gy_n cols_n^T``, ``gb_n = sum gy_n``: im2col columns ``cols_n`` of example n's input."""
+    n, o = gy.shape[:2]
+    _, cols = cache
+    cols3 = cols.reshape(cols.shape[0], n, -1).transpose(1, 2, 0)  # (N, OH OW, C kh kw)
+    gy3 = gy.reshape(n, o, -1)
+    np.matmul(gy3, cols3, out=out["weight"].reshape(n, o, -1))
+    if "bias" in out:
+        np.sum(gy3, axis=2, out=out["bias"])
+
+
 def _normalization_map(layer, s, gy, out):
     """``ggamma_n = sum_B'(gy_n xhat_n)``, ``gbeta_n = sum_B' gy_n``, B' the parameter axes but the batch's."""
     axes = tuple(a for a in s.param_axes if a != -s.xhat.ndim)
@@ -101,10 +115,12 @@ def _example_map(layer):
     """The per-example gradient map of ``layer``, or None if its examples may interact."""
     if isinstance(layer, Linear):
         return _linear_map
+    if isinstance(layer, Conv2d):
+        return _conv_map
     if isinstance(layer, LayerNorm) or (isinstance(layer, _BatchNorm) and layer.track_running_stats
                                         and not layer.training):
         return _normalization_map
-    if isinstance(layer, Elementwise) or (isinstance(layer, Flatten) and layer.start_dim >= 1):
+    if isinstance(layer, (Elementwise, MaxPool2d)) or (isinstance(layer, Flatten) and layer.start_dim >= 1):
         return _no_parameters
     return None
 
