@@ -13,8 +13,9 @@ eigenvalues theta_i of T (Ritz values) approach the extreme eigenvalues of A fir
     |A y_i - theta_i y_i| = beta_m |s_i[m]|,
 
 and some eigenvalue of A lies within that distance of theta_i. With m = dim, T has exactly
-A's eigenvalues. A ``beta_j`` of zero (to rounding) means the Krylov space is invariant; the
-iteration stops there.
+A's eigenvalues. A ``beta_j`` below ``dim * eps * |T|`` is zero to rounding: the Krylov space
+is invariant (for instance when A has fewer distinct eigenvalues than steps, as a low-rank G
+does), and the iteration stops there with exact Ritz values.
 
 Operators are callables mapping a block of vectors V (K, dim) to A V (K, dim) (``A`` symmetric),
 e.g. ``CurvatureBatch(...).hvp``, ``CurvatureBatch(...).ggn_vp`` or ``lambda V: V @ A``.
@@ -57,6 +58,7 @@ def lanczos(matvec, dim, num_steps, rng=None, start=None, dtype=np.float64):
     q /= np.linalg.norm(q)
     Q = np.zeros((m, dim), dtype)
     alpha, beta = np.zeros(m, dtype), np.zeros(m, dtype)
+    norm = 0.0  # |T| so far, a lower bound on |A|
     for j in range(m):
         Q[j] = q
         w = np.asarray(matvec(q[None]), dtype=dtype).reshape(dim)
@@ -65,7 +67,8 @@ def lanczos(matvec, dim, num_steps, rng=None, start=None, dtype=np.float64):
         for _ in range(2):
             w -= basis.T @ (basis @ w)
         beta[j] = np.linalg.norm(w)
-        if beta[j] <= 64 * np.finfo(dtype).eps * max(abs(alpha[j]), beta[j - 1] if j else 0.0, 1e-300):
+        norm = max(norm, abs(alpha[j]) + beta[j] + (beta[j - 1] if j else 0.0))
+        if beta[j] <= dim * np.finfo(dtype).eps * norm:
             beta[j] = 0.0
             return Tridiagonal(alpha[:j + 1], beta[:j + 1], Q[:j + 1])
         q = w / beta[j]

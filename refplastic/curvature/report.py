@@ -1,0 +1,186 @@
+"""A curvature report for one network and batch: compute, write to HDF5, plot.
+
+:func:`curvature_report` returns a nested dict whose layout is the HDF5 layout of
+:func:`write_report_h5` (dicts are groups, arrays datasets, scalars attributes; documented in
+docs/curvature.md). Quantities (any subset, in this order):
+
+    hessian_eigenvalues, ggn_eigenvalues   exact spectra (P <= max_exact_parameters) + scalars
+    hessian_lanczos, ggn_lanczos           top-k / bottom-k Ritz values and residuals
+    hessian_trace, ggn_trace               Hutchinson estimate and its standard error
+    hessian_density, ggn_density           SLQ nodes, weights and smoothed density on a grid
+    gradients                              per-example gradient norms, cosine similarities, the
+                                           empirical Fisher's nonzero eigenvalues and traces
+    ntk                                    the empirical NTK J J^T and its eigenvalues
+
+Quantity i draws from ``numpy.random.default_rng([seed, i])`` (i its index above), so adding
+or removing a quantity does not change the others' numbers.
+"""
+
+import json
+
+import numpy as np
+
+from ..h5io import atomic_h5, open_h5, read_dict, write_dict
+from .ggn import ggn
+from .hessian import hessian
+from .hutchinson import hutchinson_trace
+from .hvp import CurvatureBatch
+from .jacobian import jacobian
+from .lanczos import lanczos_extremes
+from .per_example import cosine_similarity, per_example_gradients
+from .scalars import eigenvalues, spectrum_scalars
+from .slq import slq_density, slq_quadrature
+
+QUANTITIES = ("hessian_eigenvalues", "ggn_eigenvalues", "hessian_lanczos", "ggn_lanczos", "hessian_trace",
+              "ggn_trace", "hessian_density", "ggn_density", "gradients", "ntk")
+
+
+def curvature_report(net, loss, x, t, quantities, seed, progress=None, *, top_k=20, lanczos_steps=None,
+                     trace_probes=100, slq_probes=10, slq_steps=90, sigma_squared=1e-5, grid_points=1000,
+                     max_exact_parameters=5000, block_size=256):
+    """Compute ``quantities`` (names from :data:`QUANTITIES`) for ``net`` on the batch ``(x, t)``.
+
+    ``progress(label, done, total)`` is called as long computations advance. The network's
+    parameters and buffers are left unchanged.
+    """
+    unknown = [q for q in quantities if q not in QUANTITIES]
+    if unknown:
+        raise ValueError(f"unknown quantities {unknown}; choose from {', '.join(QUANTITIES)}")
+    batch = CurvatureBatch(net, loss, x, t)
+    P = net.num_parameters
+    report = {"attrs": {"seed": int(seed), "loss": loss.name, "num_parameters": P, "num_examples": int(len(x)),
+                        "dtype": np.dtype(net.dtype).name, "training": net.training, "loss_value": batch.value,
+                        "architecture": json.dumps(net.architecture()), "quantities": json.dumps(list(quantities))}}
+    step = (lambda label: (lambda done, total: progress(label, done, total))) if progress else (lambda label: None)
+    operators = {"hessian": batch.hvp, "ggn": batch.ggn_vp}
+    for i, name in enumerate(QUANTITIES):
+        if name not in quantities:
+            continue
+        rng = np.random.default_rng([seed, i])
+        which, _, kind = name.partition("_")
+        group = report.setdefault(which, {})
+        if kind == "eigenvalues":
+            if P > max_exact_parameters:
+                raise ValueError(f"{name} needs the full {P} x {P} matrix; that is more than "
+                                 f"max_exact_parameters={max_exact_parameters}: use the Lanczos quantities")
+            if which == "hessian":
+                matrix = hessian(net, loss, x, t, block_size, progress=step(name))
+            else:
+                matrix = ggn(net, loss, x, t, block_size)
+            group["eigenvalues"] = eigenvalues(matrix)
+            group["scalars"] = {"attrs": spectrum_scalars(group["eigenvalues"])}
+        elif kind == "lanczos":
+            steps = min(P, 2 * top_k + 40) if lanczos_steps is None else lanczos_steps
+            counted = _counted(operators[which], step(name), steps)
+            result = lanczos_extremes(counted, P, top_k, rng, steps, net.dtype)
+            group["lanczos"] = {**{k: v for k, v in result._asdict().items()},
+                                "attrs": {"num_steps": len(result.ritz_values), "k": len(result.top),
+                                          "largest_eigenvalue": float(result.top[-1])}}
+        elif kind == "trace":
+            estimate, error = hutchinson_trace(_counted(operators[which], step(name), trace_probes), P,
+                                               trace_probes, rng, dtype=net.dtype)
+            group["hutchinson"] = {"attrs": {"trace": estimate, "standard_error": error, "num_probes": trace_probes}}
+        elif kind == "density":
+            quad = slq_quadrature(operators[which], P, slq_probes, slq_steps, rng, net.dtype, step(name))
+            grid = np.linspace(quad.nodes.min() - 1e-2, quad.nodes.max() + 1e-2, grid_points)
+            grid, density, variance = slq_density(quad, grid, sigma_squared)
+            group["density"] = {"grid": grid, "density": density, "nodes": quad.nodes, "weights": quad.weights,
+                                "attrs": {"sigma_squared": sigma_squared, "variance": variance,
+                                          "num_probes": slq_probes, "num_steps": quad.nodes.shape[1]}}
+        elif name == "gradients":
+            report["gradients"] = _gradient_statistics(per_example_gradients(net, loss, x, t, batch=batch))
+        elif name == "ntk":
+            J = jacobian(net, x, block_size, batch=batch)
+            kernel = J @ J.T
+            report["ntk"] = {"kernel": kernel, "eigenvalues": eigenvalues(kernel),
+                             "attrs": {"trace": float(np.trace(kernel))}}
+    return report
+
+
+def _counted(matvec, report_progress, total):
+    """``matvec`` that reports how many vectors it has been applied to."""
+    done = [0]
+
+    def counted(V):
+        out = matvec(V)
+        done[0] += len(V)
+        if report_progress is not None:
+            report_progress(min(done[0], total), total)
+        return out
+
+    return counted
+
+
+def _gradient_statistics(G):
+    """Per-example gradient norms and cosine similarities; the empirical Fisher ``G^T G / N``'s
+    nonzero eigenvalues (those of the Gram matrix ``G G^T / N``) and trace; the covariance's trace."""
+    n = len(G)
+    mean = G.mean(axis=0)
+    norms = np.linalg.norm(G, axis=1)
+    return {"norms": norms, "mean": mean, "cosine_similarity": cosine_similarity(G),
+            "fisher_gram_eigenvalues": eigenvalues(G @ G.T / n),
+            "attrs": {"fisher_trace": float(np.sum(norms ** 2) / n),
+                      "covariance_trace": float(np.sum(norms ** 2) / n - mean @ mean),
+                      "mean_gradient_norm": float(np.linalg.norm(mean)),
+                      "mean_cosine_similarity": float((cosine_similarity(G).sum() - n) / max(n * (n - 1), 1))}}
+
+
+def write_report_h5(path, report):
+    """Write ``report`` to ``path`` atomically (temporary name, then rename)."""
+    with atomic_h5(path) as f:
+        _write_group(f, report)
+
+
+def _write_group(group, values):
+    for key, value in values.items():
+        if key == "attrs":
+            for k, v in value.items():
+                group.attrs[k] = v
+        elif isinstance(value, dict):
+            _write_group(group.create_group(key), value)
+        else:
+            write_dict(group, {key: np.asarray(value)})
+
+
+def read_report_h5(path):
+    """The report dict back from a file written by :func:`write_report_h5`."""
+    with open_h5(path) as f:
+        return _read_group(f)
+
+
+def _read_group(group):
+    values = read_dict(group)
+    out = {k: v for k, v in values.items() if k in group}
+    out["attrs"] = {k: v for k, v in values.items() if k not in group}
+    for key in group:
+        if key not in out:
+            out[key] = _read_group(group[key])
+    return out
+
+
+def plot_spectrum(report, path):
+    """Plot the spectra in ``report`` (exact eigenvalue histograms, SLQ densities) to ``path``.
+
+    Needs matplotlib, imported here only.
+    """
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise RuntimeError("plotting the spectrum needs matplotlib: pip install matplotlib") from None
+    panels = [(w, k) for w in ("hessian", "ggn") for k in ("eigenvalues", "density") if k in report.get(w, {})]
+    if not panels:
+        raise ValueError("the report has no spectrum to plot (compute *_eigenvalues or *_density)")
+    fig = Figure(figsize=(5 * len(panels), 3.6), layout="constrained")
+    for ax, (which, kind) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
+        name = "Hessian" if which == "hessian" else "Gauss-Newton"
+        if kind == "eigenvalues":
+            ax.hist(report[which]["eigenvalues"], bins=100, log=True)
+            ax.set_title(f"{name}: exact eigenvalues")
+            ax.set_ylabel("count")
+        else:
+            d = report[which]["density"]
+            ax.semilogy(d["grid"], np.maximum(d["density"], 1e-12))
+            ax.set_title(f"{name}: SLQ density")
+            ax.set_ylabel("density")
+        ax.set_xlabel("eigenvalue")
+    fig.savefig(path)
