@@ -17,7 +17,7 @@ import numpy as np
 from .hvp import CurvatureBatch
 
 
-def hessian(net, loss, x, t, block_size=256, symmetrize=True, progress=None, return_asymmetry=False):
+def hessian(net, loss, x, t, block_size=64, symmetrize=True, progress=None, return_asymmetry=False):
     """The P x P Hessian of the loss on the batch ``(x, t)``; buffers are left unchanged.
 
     ``block_size`` directions go through each pass. ``progress(done, total)`` is called after each
@@ -27,14 +27,17 @@ def hessian(net, loss, x, t, block_size=256, symmetrize=True, progress=None, ret
     P = batch.num_parameters
     H = np.empty((P, P), net.dtype)
     scale, asymmetry, done = np.finfo(H.dtype).tiny, 0.0, 0
+    units = np.zeros((block_size, P), net.dtype)  # rows e_a .. e_(b-1), reset after each block
     for start, (lo, hi) in _layer_parameter_ranges(net):
         for a in range(lo, hi, block_size):
             b = min(hi, a + block_size)
-            V = np.zeros((b - a, P), net.dtype)
-            V[np.arange(b - a), np.arange(a, b)] = 1
+            V, ones = units[:b - a], (np.arange(b - a), np.arange(a, b))
+            V[ones] = 1
             rz, rcaches = batch.r_forward(V, start)
             batch.r_backward(rcaches, batch.output_hvp(rz), H[a:b], start)
-            scale = max(scale, float(np.max(np.abs(H[a:b, lo:]))))
+            V[ones] = 0
+            written = H[a:b, lo:]
+            scale = max(scale, float(written.max()), -float(written.min()))
             done += b - a
             if progress is not None:
                 progress(done, P)

@@ -1,0 +1,203 @@
+"""Curvature speed: refplastic and torch side by side, in one process, on the same work.
+
+Workloads (issue "curvature"):
+- Hessian-vector product, MLP 784-256-256-10, batch 128, cross-entropy, float32 and float64.
+  "fresh": forward, backward and the product from nothing (torch: ``autograd.grad`` with
+  ``create_graph``, then ``autograd.grad`` of the gradient along v); "same batch": further
+  products on a batch whose forward/backward is done (refplastic: ``CurvatureBatch.hvp``; torch:
+  the retained gradient graph, ``retain_graph=True``).
+- Full Hessian of a 16-32-32-4 tanh MLP on 64 examples, MSE, float64 (torch: ``torch.func.hessian``).
+- Top-20 Hessian eigenvalues of the DQN "Nature" CNN (4x84x84 -> 32c8s4 -> 64c4s2 -> 64c3s1 ->
+  512 -> 18) on a batch of 32, MSE, float32: Lanczos with full reorthogonalisation, 60 steps,
+  the same refplastic Lanczos code driven by refplastic's HVP or by torch's double-backward HVP;
+  and one HVP of that network.
+Both libraries use the same thread count. Each timing is the median over ``--repeats`` rounds
+(``--lanczos-repeats`` for the Lanczos runs) of the mean over a round's iterations; rounds
+alternate between the two libraries.
+
+    python benchmarks/bench_curvature.py [--threads 2] [--repeats 7] [--markdown] [--only TEXT]
+"""
+
+import argparse
+import os
+import sys
+
+ARGS = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+ARGS.add_argument("--threads", type=int, default=2)
+ARGS.add_argument("--repeats", type=int, default=7)
+ARGS.add_argument("--lanczos-repeats", type=int, default=1)
+ARGS.add_argument("--markdown", action="store_true", help="print a Markdown table")
+ARGS.add_argument("--only", default="", help="run workloads whose name contains this")
+args = ARGS.parse_args()
+os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)  # numpy's BLAS, before numpy loads
+os.environ["NUMBA_NUM_THREADS"] = str(args.threads)
+
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from refplastic.curvature import CurvatureBatch, hessian, hvp, lanczos_extremes  # noqa: E402
+from refplastic.nn import Flatten, Linear, Network, ReLU, Tanh, make_loss  # noqa: E402
+from refplastic.nn.conv import Conv2d  # noqa: E402
+
+torch.set_num_threads(args.threads)
+TORCH = {np.float32: torch.float32, np.float64: torch.float64}
+TORCH_LOSS = {"mse": torch.nn.functional.mse_loss, "cross_entropy": torch.nn.functional.cross_entropy}
+
+
+def torch_twin(net):
+    layers = []
+    for spec in net.architecture():
+        spec = dict(spec)
+        layers.append(getattr(torch.nn, spec.pop("type"))(**spec))
+    module = torch.nn.Sequential(*layers).to(TORCH[net.dtype])
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in net.state_dict().items()})
+    return module
+
+
+def problem(layers, x_shape, loss_name, dtype, seed=0):
+    """``(net, loss, x, t, module, torch_loss_of_module)`` with the same weights and batch."""
+    rng = np.random.default_rng(seed)
+    net = Network(layers, rng, dtype)
+    module = torch_twin(net)
+    x = rng.normal(size=x_shape).astype(dtype)
+    out = net(x[:1]).shape[1]
+    t = rng.integers(0, out, size=x_shape[0]) if loss_name == "cross_entropy" else \
+        rng.normal(size=(x_shape[0], out)).astype(dtype)
+    xt, tt = torch.from_numpy(x), torch.from_numpy(t)
+    return net, make_loss(loss_name), x, t, module, lambda: TORCH_LOSS[loss_name](module(xt), tt)
+
+
+def torch_hvp_closures(module, torch_loss, v):
+    """torch HVPs along flat v by double backward: from nothing, and on a retained gradient graph."""
+    params = list(module.parameters())
+    vs = [a.reshape(p.shape) for a, p in zip(torch.split(torch.from_numpy(v), [p.numel() for p in params]), params)]
+
+    def fresh():
+        g = torch.autograd.grad(torch_loss(), params, create_graph=True)
+        return torch.autograd.grad(g, params, grad_outputs=vs)
+
+    g = torch.autograd.grad(torch_loss(), params, create_graph=True)
+    return fresh, lambda: torch.autograd.grad(g, params, grad_outputs=vs, retain_graph=True)
+
+
+def mlp_hvp(dtype, same_batch):
+    net, loss, x, t, module, torch_loss = problem(
+        [Linear(784, 256), ReLU(), Linear(256, 256), ReLU(), Linear(256, 10)], (128, 784), "cross_entropy", dtype)
+    v = np.random.default_rng(1).normal(size=net.num_parameters).astype(dtype)
+    fresh, retained = torch_hvp_closures(module, torch_loss, v)
+    if same_batch:
+        batch = CurvatureBatch(net, loss, x, t)
+        return (lambda: batch.hvp(v)), retained
+    return (lambda: hvp(net, loss, x, t, v)), fresh
+
+
+def small_hessian():
+    net, loss, x, t, module, _ = problem([Linear(16, 32), Tanh(), Linear(32, 32), Tanh(), Linear(32, 4)],
+                                         (64, 16), "mse", np.float64)
+    names = [n for n, _ in module.named_parameters()]
+    params = tuple(p.detach() for p in module.parameters())
+    xt, tt = torch.from_numpy(x), torch.from_numpy(t)
+
+    def loss_of_params(*ps):
+        return torch.nn.functional.mse_loss(torch.func.functional_call(module, dict(zip(names, ps)), (xt,)), tt)
+
+    torch_hessian = torch.func.hessian(loss_of_params, argnums=tuple(range(len(params))))
+    return (lambda: hessian(net, loss, x, t)), (lambda: torch_hessian(*params))
+
+
+def nature_cnn(dtype):
+    layers = [Conv2d(4, 32, 8, stride=4), ReLU(), Conv2d(32, 64, 4, stride=2), ReLU(), Conv2d(64, 64, 3, stride=1),
+              ReLU(), Flatten(), Linear(3136, 512), ReLU(), Linear(512, 18)]
+    return problem(layers, (32, 4, 84, 84), "mse", dtype)
+
+
+def cnn_hvp(dtype):
+    net, loss, x, t, module, torch_loss = nature_cnn(dtype)
+    v = np.random.default_rng(1).normal(size=net.num_parameters).astype(dtype)
+    fresh, _ = torch_hvp_closures(module, torch_loss, v)
+    return (lambda: hvp(net, loss, x, t, v)), fresh
+
+
+def cnn_lanczos(dtype, k=20, steps=60):
+    net, loss, x, t, module, torch_loss = nature_cnn(dtype)
+    P = net.num_parameters
+    params = list(module.parameters())
+    g = torch.autograd.grad(torch_loss(), params, create_graph=True)
+
+    def torch_matvec(V):
+        vs = [a.reshape(p.shape) for a, p in zip(torch.split(torch.from_numpy(V[0]), [p.numel() for p in params]),
+                                                 params)]
+        hv = torch.autograd.grad(g, params, grad_outputs=vs, retain_graph=True)
+        return torch.cat([h.reshape(-1) for h in hv]).numpy()[None]
+
+    def ours():
+        batch = CurvatureBatch(net, loss, x, t)
+        return lanczos_extremes(batch.hvp, P, k, np.random.default_rng(0), steps, dtype).top
+
+    def theirs():
+        return lanczos_extremes(torch_matvec, P, k, np.random.default_rng(0), steps, dtype).top
+
+    top_ours, top_theirs = ours(), theirs()
+    print(f"  Nature CNN top-{k} Ritz values after {steps} steps (P = {P}): largest {top_ours[-1]:.6g} (refplastic), "
+          f"{top_theirs[-1]:.6g} (torch); max relative difference "
+          f"{np.max(np.abs(top_ours - top_theirs)) / np.max(np.abs(top_theirs)):.1e}", flush=True)
+    return ours, theirs
+
+
+def seconds_per_call(f, budget=0.05):
+    """Iterations per round chosen so that a round takes about ``budget`` seconds."""
+    start = time.perf_counter()
+    f()
+    once = max(time.perf_counter() - start, 1e-7)
+    n = max(1, int(budget / once))
+    start = time.perf_counter()
+    for _ in range(n):
+        f()
+    return (time.perf_counter() - start) / n
+
+
+def compare(ours, theirs, repeats, warmup=3):
+    for f in (ours, theirs):  # warm up: compile, allocate
+        for _ in range(warmup):
+            f()
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(seconds_per_call(ours))
+        b.append(seconds_per_call(theirs))
+    return float(np.median(a)), float(np.median(b))
+
+
+def workloads():
+    for dtype in (np.float32, np.float64):
+        name = np.dtype(dtype).name
+        yield "HVP MLP 784-256-256-10, batch 128, fresh", name, lambda d=dtype: mlp_hvp(d, False), args.repeats, 3
+        yield "HVP MLP 784-256-256-10, batch 128, same batch", name, lambda d=dtype: mlp_hvp(d, True), args.repeats, 3
+    yield "Full Hessian 16-32-32-4 tanh, 64 examples (P=1732)", "float64", small_hessian, args.repeats, 3
+    yield "HVP Nature CNN, batch 32, fresh", "float32", lambda: cnn_hvp(np.float32), args.repeats, 2
+    yield "Top-20 Lanczos (60 HVPs) Nature CNN, batch 32", "float32", lambda: cnn_lanczos(np.float32), \
+        args.lanczos_repeats, 0
+
+
+def main():
+    rows = []
+    for workload, dtype, make, repeats, warmup in workloads():
+        if args.only and args.only not in workload:
+            continue
+        ours, theirs = compare(*make(), repeats, warmup)
+        rows.append((workload, dtype, ours * 1e3, theirs * 1e3, ours / theirs))
+        if not args.markdown:
+            print(f"{workload:<52} {dtype:<8} refplastic {ours * 1e3:10.3f} ms  torch {theirs * 1e3:10.3f} ms  "
+                  f"ratio {ours / theirs:5.2f}", flush=True)
+    if args.markdown:
+        print("| workload | dtype | refplastic (ms) | torch (ms) | ratio refplastic/torch |")
+        print("|---|---|---:|---:|---:|")
+        for workload, dtype, ours, theirs, ratio in rows:
+            print(f"| {workload} | {dtype} | {ours:.3f} | {theirs:.3f} | {ratio:.2f} |")
+    print(f"\nthreads={args.threads}, torch {torch.__version__}, numpy {np.__version__}")
+
+
+if __name__ == "__main__":
+    main()
