@@ -3,6 +3,7 @@
 from .activations import GELU, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .build import LAYER_TYPES, build_layer
+from .conv import Conv2d
 from .flatten import Flatten
 from .layer import Layer
 from .layernorm import LayerNorm
@@ -10,3 +11,4 @@ from .linear import Linear
 from .losses import CrossEntropyLoss, HuberLoss, MSELoss, make_loss
 from .network import Network, as_dtype
 from .optim import SGD, Adam, AdamW, RMSprop, make_optimizer
+from .pool import MaxPool2d

@@ -8,12 +8,14 @@ import inspect
 
 from .activations import GELU, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from .batchnorm import BatchNorm1d, BatchNorm2d
+from .conv import Conv2d
 from .flatten import Flatten
 from .layernorm import LayerNorm
 from .linear import Linear
+from .pool import MaxPool2d
 
 LAYER_TYPES = {cls.__name__: cls for cls in (
-    Linear, Flatten, ReLU, LeakyReLU, Tanh, Sigmoid, GELU, Identity, LayerNorm, BatchNorm1d, BatchNorm2d,
+    Linear, Conv2d, MaxPool2d, Flatten, ReLU, LeakyReLU, Tanh, Sigmoid, GELU, Identity, LayerNorm, BatchNorm1d, BatchNorm2d,
 )}
 
 
