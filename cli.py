@@ -75,6 +75,112 @@ def train(seed, dataset, hidden, activation, optimizer, lr, batch_size, steps, e
         click.echo(f"wrote {out}")
 
 
+CURVATURE_QUANTITIES = ("hessian_eigenvalues", "ggn_eigenvalues", "hessian_lanczos", "ggn_lanczos", "hessian_trace",
+                        "ggn_trace", "hessian_density", "ggn_density", "gradients", "ntk")
+
+
+def _quantity_list(ctx, param, value):
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    unknown = [n for n in names if n not in CURVATURE_QUANTITIES]
+    if unknown or not names:
+        raise click.BadParameter(f"unknown quantity {', '.join(unknown) or '(none)'}; "
+                                 f"choose from {', '.join(CURVATURE_QUANTITIES)}")
+    return names
+
+
+class _Progress:
+    """A click progress bar per label, for ``progress(label, done, total)`` callbacks."""
+
+    def __init__(self):
+        self.bar, self.label, self.done = None, None, 0
+
+    def __call__(self, label, done, total):
+        if label != self.label:
+            self.close()
+            self.bar, self.label, self.done = click.progressbar(length=total, label=label, file=sys.stderr), label, 0
+            self.bar.__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+@cli.command()
+@click.argument("network", type=click.Path(dir_okay=False))
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="A .npz or HDF5 file with arrays 'inputs' and 'targets'. Default: the built-in training "
+                   "data the checkpoint was trained on.")
+@click.option("--loss", type=click.Choice(["mse", "cross_entropy", "huber"]), default=None,
+              help="Default: the loss the checkpoint was trained with.")
+@click.option("--examples", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Use the first this many examples.")
+@click.option("--quantities", default="hessian_lanczos,ggn_lanczos,hessian_trace", show_default=True,
+              callback=_quantity_list, help=f"Comma-separated, from: {', '.join(CURVATURE_QUANTITIES)}.")
+@click.option("--top-k", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Lanczos: how many largest and smallest eigenvalues.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random probes.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, callback=_writable_path,
+              help="Write the report here (HDF5, layout in docs/curvature.md).")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, callback=_writable_path,
+              help="Plot the spectra here (needs the 'plot' extra, matplotlib).")
+def curvature(network, data, loss, examples, quantities, top_k, seed, out, plot):
+    """Exact curvature of a saved network's loss on a batch: spectra, traces, gradients, NTK."""
+    import numpy as np
+
+    from refplastic.checkpoint import load_checkpoint
+    from refplastic.curvature.report import curvature_report, plot_spectrum, write_report_h5
+    from refplastic.data import GENERATORS
+    from refplastic.data.arrays import load_batch
+    from refplastic.nn import make_loss
+
+    saved = load_checkpoint(network)
+    net, run = saved["network"], saved["run"]
+    if run is not None:
+        config = run["config"]
+        built = GENERATORS[config["dataset"]](np.random.default_rng([config["seed"], 0]),
+                                              n_train=config["n_train"], n_test=config["n_test"])
+        loss = loss or ("cross_entropy" if built.num_classes else "mse")
+    if data is not None:
+        x, t = load_batch(data)
+    elif run is not None:
+        x, t = built.x_train, built.y_train
+    else:
+        raise click.UsageError("the checkpoint holds no training run: give --data FILE")
+    if loss is None:
+        raise click.UsageError("give --loss (mse, cross_entropy or huber): the checkpoint holds no training run")
+    x, t = x[:examples], t[:examples]
+    progress = _Progress()
+    try:
+        report = curvature_report(net, make_loss(loss), x, t, quantities, seed, progress, top_k=top_k)
+    finally:
+        progress.close()
+    attrs = report["attrs"]
+    click.echo(f"{attrs['num_parameters']} parameters, {attrs['num_examples']} examples, "
+               f"loss {loss} = {attrs['loss_value']:.6g}")
+    for which in ("hessian", "ggn"):
+        part = report.get(which, {})
+        lines = []
+        if "scalars" in part:
+            lines += [(key, f"{value:.6g}") for key, value in part["scalars"]["attrs"].items()]
+        if "lanczos" in part:
+            lines += [("largest_eigenvalue (Lanczos)", f"{part['lanczos']['attrs']['largest_eigenvalue']:.6g}"),
+                      ("smallest_eigenvalue (Lanczos)", f"{float(part['lanczos']['bottom'][0]):.6g}")]
+        if "hutchinson" in part:
+            h = part["hutchinson"]["attrs"]
+            lines.append(("trace (Hutchinson)", f"{h['trace']:.6g} +- {h['standard_error']:.2g}"))
+        for key, value in lines:
+            click.echo(f"{which + '/' + key:<40} {value}")
+    if out is not None:
+        write_report_h5(out, report)
+        click.echo(f"wrote {out}")
+    if plot is not None:
+        plot_spectrum(report, plot)
+        click.echo(f"wrote {plot}")
+
+
 def main(argv=None):
     """Entry point: run the group, turning every expected failure into one line and an exit code."""
     debug = os.environ.get("REFPLASTIC_DEBUG") == "1"
@@ -90,7 +196,7 @@ def main(argv=None):
             raise
         click.echo(f"Error: {e.format_message()}", err=True)
         sys.exit(e.exit_code)
-    except (ValueError, OSError, KeyError) as e:
+    except (ValueError, OSError, KeyError, RuntimeError) as e:
         if debug:
             raise
         message = str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -56,3 +56,50 @@ def test_resume_from_a_foreign_file_is_one_line(tmp_path):
     out = run("train", "--steps", "5", "--checkpoint", str(bad))
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1] == f"Error: not a readable HDF5 file: {bad}"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    path = tmp_path_factory.mktemp("net") / "net.h5"
+    out = run("train", "--steps", "20", "--hidden", "8", "--eval-every", "10", "--out", str(path))
+    assert out.returncode == 0, out.stderr
+    return path
+
+
+def test_curvature_on_the_training_data(trained, tmp_path):
+    from refplastic.curvature.report import read_report_h5
+
+    out = run("curvature", str(trained), "--examples", "32", "--quantities", "hessian_eigenvalues,hessian_lanczos",
+              "--top-k", "3", "--out", str(tmp_path / "c.h5"))
+    assert out.returncode == 0, out.stderr
+    report = read_report_h5(tmp_path / "c.h5")
+    exact = report["hessian"]["eigenvalues"]
+    assert abs(report["hessian"]["lanczos"]["top"][-1] - exact[-1]) <= 1e-8 * abs(exact[-1])
+    assert f"hessian/largest_eigenvalue" in out.stdout
+
+
+def test_curvature_on_a_data_file(trained, tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "batch.npz", inputs=rng.normal(size=(16, 32)), targets=rng.integers(0, 10, size=16))
+    out = run("curvature", str(trained), "--data", str(tmp_path / "batch.npz"), "--quantities", "ggn_trace")
+    assert out.returncode == 0, out.stderr
+    assert "16 examples" in out.stdout and "ggn/trace (Hutchinson)" in out.stdout
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--quantities", "curvy"], "unknown quantity curvy"),
+    (["--data", "/no/such.npz"], "no such file"),
+    (["--data", "BAD"], "missing array 'targets'"),
+    (["--data", "WIDE"], "last dimension 32"),
+])
+def test_curvature_bad_input_is_one_line(trained, tmp_path, extra, message):
+    import numpy as np
+
+    np.savez(tmp_path / "bad.npz", inputs=np.zeros((4, 32)))
+    np.savez(tmp_path / "wide.npz", inputs=np.zeros((4, 7)), targets=np.zeros(4, dtype=np.int64))
+    extra = [{"BAD": str(tmp_path / "bad.npz"), "WIDE": str(tmp_path / "wide.npz")}.get(e, e) for e in extra]
+    out = run("curvature", str(trained), *extra)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert message in out.stderr.strip().splitlines()[-1], out.stderr
