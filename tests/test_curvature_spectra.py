@@ -33,6 +33,15 @@ def test_lanczos_with_dim_steps_is_exact_and_orthonormal():
     np.testing.assert_allclose(ritz(t)[0], np.linalg.eigvalsh(A), atol=1e-12)
 
 
+def test_lanczos_keeps_orthogonality_without_ghost_eigenvalues():
+    """Many steps past convergence of isolated eigenvalues: plain Lanczos would repeat them."""
+    A = np.diag(np.r_[np.linspace(0, 1, 390), np.arange(5.0, 15.0)])
+    for dtype, tol in ((np.float64, 1e-13), (np.float32, 1e-5)):
+        t = lanczos(lambda V: V @ A.astype(dtype), 400, 120, np.random.default_rng(0), dtype=dtype)
+        assert np.abs(t.Q @ t.Q.T - np.eye(120)).max() < tol
+        np.testing.assert_allclose(ritz(t)[0][-11:], np.r_[1.0, np.arange(5.0, 15.0)], atol=1e3 * tol)
+
+
 def test_lanczos_stops_on_an_invariant_subspace():
     A = np.diag(np.repeat([1.0, 2.0, 3.0], 10))  # three distinct eigenvalues: Krylov space of dim 3
     t = lanczos(lambda V: V @ A, 30, 30, np.random.default_rng(2))

@@ -5,9 +5,11 @@ space span{q_1, A q_1, ..., A^(m-1) q_1} in which A is tridiagonal:
 
     A q_j = beta_(j-1) q_(j-1) + alpha_j q_j + beta_j q_(j+1),    T = Q^T A Q = tridiag(beta, alpha, beta)
 
-Each new vector is orthogonalised against all of Q, twice (classical Gram-Schmidt twice), so Q
-stays orthonormal to rounding and T has no spurious copies of converged eigenvalues. The
-eigenvalues theta_i of T (Ritz values) approach the extreme eigenvalues of A first; with
+After the three-term recurrence, each new vector is orthogonalised against all of Q by classical
+Gram-Schmidt, and once more when that pass cancelled more than a factor sqrt(2) of its norm
+(the Daniel-Gragg-Kaufman-Stewart criterion; "twice is enough"), so Q stays orthonormal to
+rounding and T has no spurious copies of converged eigenvalues. The eigenvalues theta_i of T
+(Ritz values) approach the extreme eigenvalues of A first; with
 ``T s_i = theta_i s_i`` the Ritz vector ``y_i = Q s_i`` has residual
 
     |A y_i - theta_i y_i| = beta_m |s_i[m]|,
@@ -63,10 +65,16 @@ def lanczos(matvec, dim, num_steps, rng=None, start=None, dtype=np.float64):
         Q[j] = q
         w = np.asarray(matvec(q[None]), dtype=dtype).reshape(dim)
         alpha[j] = q @ w
+        w -= alpha[j] * q
+        if j:
+            w -= beta[j - 1] * Q[j - 1]
         basis = Q[:j + 1]
-        for _ in range(2):
-            w -= basis.T @ (basis @ w)
+        before = np.linalg.norm(w)
+        w -= basis.T @ (basis @ w)
         beta[j] = np.linalg.norm(w)
+        if beta[j] < before / np.sqrt(2):  # cancellation: orthogonalise once more (DGKS)
+            w -= basis.T @ (basis @ w)
+            beta[j] = np.linalg.norm(w)
         norm = max(norm, abs(alpha[j]) + beta[j] + (beta[j - 1] if j else 0.0))
         if beta[j] <= dim * np.finfo(dtype).eps * norm:
             beta[j] = 0.0
