@@ -27,6 +27,7 @@ A batch stays valid while the parameters stay as they were when it was made.
 """
 
 import contextlib
+import functools
 
 import numpy as np
 
@@ -67,7 +68,11 @@ class CurvatureBatch:
         for i in range(len(net.layers) - 1, -1, -1):
             self.gys[i] = g
             g = net.layers[i].backward(self.caches[i], g, grads[i], need_input_grad=i > 0)
-        self.zero_gys = [np.zeros_like(g) for g in self.gys]
+
+    @functools.cached_property
+    def zero_gys(self):
+        """Zero cotangents in the shapes of ``gys``: the R-backward then gives ``J^T R{gz}``."""
+        return [np.zeros_like(g) for g in self.gys]
 
     @property
     def num_parameters(self):
