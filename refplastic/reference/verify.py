@@ -1,0 +1,168 @@
+"""Compare someone's numbers (THEIRS) with a reference file, quantity by quantity.
+
+For each case of the reference and each dataset present in both files, with a = theirs, b = the
+reference,
+
+    error = max |a - b| / max(max |b|, tiny)          (tiny: the smallest normal float64)
+
+over the whole dataset, except that grads/<name> and params/<name> divide by max |flat_grad| and
+max |flat_params| (one parameter's gradient may be all but zero, e.g. a bias before train-mode
+BatchNorm). For eigenvalue vectors this is the error relative to the largest |lambda|. A dataset
+matches when error <= rtol: by default 1e-8 for float64 and 1e-4 for float32 reference data,
+``rtol`` overrides both; integer data (class labels, num_batches_tracked) must be equal. A shape
+difference is a mismatch. A case missing from THEIRS, or sharing no dataset with the reference,
+fails; a dataset missing from THEIRS is reported but does not fail.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .format import read_datasets
+
+DEFAULT_RTOL = {np.dtype(np.float64): 1e-8, np.dtype(np.float32): 1e-4}
+TINY = np.finfo(np.float64).tiny
+# table columns, in order, and the datasets each gathers (first match wins)
+COLUMNS = {
+    "given": ("inputs", "targets", "params/", "buffers/", "flat_params", "hvp/vectors"),
+    "outputs": ("outputs",), "loss": ("loss",), "grad": ("grads/", "flat_grad"), "hvp": ("hvp/products",),
+    "jacobian": ("jacobian",), "hessian": ("hessian",), "hess_eig": ("hessian_eigenvalues",), "ggn": ("ggn",),
+    "ggn_eig": ("ggn_eigenvalues",), "per_example": ("per_example_grads",), "optim": ("optim/",),
+    "stats": ("stats/",),
+}
+SCALE_OF = {"grads/": "flat_grad", "params/": "flat_params"}
+
+
+@dataclass
+class Row:
+    """One comparison. ``status``: ok, mismatch, missing (dataset not in THEIRS), missing case,
+    nothing compared (a case with no dataset in common) or extra case (only in THEIRS)."""
+
+    case: str
+    quantity: str
+    status: str
+    error: float = None
+    rtol: float = None
+    detail: str = ""
+
+    @property
+    def failed(self):
+        return self.status in ("mismatch", "missing case", "nothing compared")
+
+
+def verify_files(theirs_path, reference_path=None, rtol=None):
+    """``(rows, ok)`` comparing THEIRS with a reference file (default: the built-in suite, computed now)."""
+    if reference_path is None:
+        from .suite import suite_datasets
+        reference = suite_datasets()
+    else:
+        reference = read_datasets(reference_path)
+    rows = compare(read_datasets(theirs_path), reference, rtol)
+    return rows, not any(row.failed for row in rows)
+
+
+def compare(theirs, reference, rtol=None):
+    """Rows for ``{case: {path: array}}`` dicts (see the module docstring)."""
+    rows = []
+    for case, ref in reference.items():
+        if case not in theirs:
+            rows.append(Row(case, "", "missing case"))
+            continue
+        case_rows = [_compare(case, path, theirs[case].get(path), b, ref, rtol) for path, b in ref.items()]
+        if all(row.status == "missing" for row in case_rows):
+            case_rows.append(Row(case, "", "nothing compared"))
+        rows += case_rows
+    rows += [Row(case, "", "extra case") for case in theirs if case not in reference]
+    return rows
+
+
+def _compare(case, path, a, b, ref, rtol):
+    b = np.asarray(b)
+    tol = 0.0 if not np.issubdtype(b.dtype, np.floating) else DEFAULT_RTOL[b.dtype] if rtol is None else rtol
+    if a is None:
+        return Row(case, path, "missing", rtol=tol)
+    a = np.asarray(a)
+    if a.shape != b.shape:
+        return Row(case, path, "mismatch", rtol=tol, detail=f"shape {a.shape} != reference {b.shape}")
+    if not np.issubdtype(a.dtype, np.number):
+        return Row(case, path, "mismatch", rtol=tol, detail=f"not numbers ({a.dtype})")
+    scale_path = next((s for prefix, s in SCALE_OF.items() if path.startswith(prefix) and s in ref), path)
+    error = relative_error(a, b, ref[scale_path])
+    status = "ok" if error <= tol else "mismatch"  # NaN fails
+    return Row(case, path, status, error, tol)
+
+
+def relative_error(a, b, scale_of=None):
+    """``max |a - b| / max(max |scale_of|, tiny)``, computed in float64; ``scale_of`` defaults to b."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    scale = np.max(np.abs(np.asarray(b if scale_of is None else scale_of, np.float64)), initial=0.0)
+    return float(np.max(np.abs(a - b), initial=0.0) / max(scale, TINY))
+
+
+def column_of(path):
+    """The table column a dataset belongs to (its first path component if none of :data:`COLUMNS`)."""
+    for column, prefixes in COLUMNS.items():
+        if any(path == p or (p.endswith("/") and path.startswith(p)) for p in prefixes):
+            return column
+    return path.split("/")[0]
+
+
+def format_table(rows):
+    """The case x quantity table of worst errors, then every failure and every missing dataset, one per line.
+
+    Cells: the worst error of the column's datasets; ``!`` marks a mismatch; ``-`` a dataset missing
+    from THEIRS (not a failure); empty: nothing of that kind in the reference.
+    """
+    cases = list(dict.fromkeys(row.case for row in rows if row.status != "extra case"))
+    compared = [row for row in rows if row.quantity]
+    columns = list(COLUMNS) + [c for c in dict.fromkeys(column_of(r.quantity) for r in compared) if c not in COLUMNS]
+    cells = {}
+    for row in compared:
+        key = (row.case, column_of(row.quantity))
+        cells[key] = _worse(cells.get(key), row)
+    columns = [c for c in columns if any((case, c) in cells for case in cases)]
+    width = max([len(c) for c in cases] + [4])
+    widths = [max(len(c), 8) for c in columns]
+    lines = [" ".join([f"{'case':<{width}}"] + [f"{c:>{w}}" for c, w in zip(columns, widths)])]
+    for case in cases:
+        if any(r.case == case and r.status == "missing case" for r in rows):
+            lines.append(f"{case:<{width}} missing from THEIRS")
+            continue
+        lines.append(" ".join([f"{case:<{width}}"] + [f"{_cell(cells.get((case, c))):>{w}}"
+                                                       for c, w in zip(columns, widths)]))
+    rtols = sorted({r.rtol for r in compared if r.rtol})
+    lines.append(f"error = max|theirs - reference| / max|reference| per dataset; rtol {', '.join(f'{t:g}' for t in rtols)}"
+                 "; ! mismatch, - missing from THEIRS")
+    for row in rows:
+        if row.status == "ok":
+            continue
+        what = f"{row.case}: {row.quantity}" if row.quantity else row.case
+        if row.status == "mismatch":
+            detail = row.detail or f"error {row.error:.3e} > rtol {row.rtol:g}"
+            lines.append(f"MISMATCH {what}: {detail}")
+        elif row.status == "missing":
+            lines.append(f"missing from THEIRS (not a failure): {what}")
+        else:
+            lines.append(f"{'FAILED' if row.failed else 'note'}: {what}: {row.status}")
+    failed = sum(row.failed for row in rows)
+    lines.append(f"FAILED: {failed} problem(s)" if failed else f"OK: {len(cases)} case(s) match")
+    return "\n".join(lines)
+
+
+def _worse(current, row):
+    """The row that should represent a cell: a mismatch over an ok, a larger error over a smaller."""
+    if current is None:
+        return row
+    rank = {"mismatch": 2, "ok": 1, "missing": 0}
+    key = lambda r: (rank[r.status], -np.inf if r.error is None else np.nan_to_num(r.error, nan=np.inf))  # noqa: E731
+    return max(current, row, key=key)
+
+
+def _cell(row):
+    if row is None:
+        return ""
+    if row.status == "missing":
+        return "-"
+    if row.error is None:
+        return "shape!"
+    return f"{row.error:.1e}" + ("!" if row.status == "mismatch" else "")
