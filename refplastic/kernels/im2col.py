@@ -20,7 +20,7 @@ which takes column gradients back to image gradients.
 """
 
 import numpy as np
-from numba import njit, prange, uint64
+from numba import njit, uint64
 
 
 def conv_output_size(size, kernel, stride, padding):
@@ -28,92 +28,84 @@ def conv_output_size(size, kernel, stride, padding):
     return (size + 2 * padding - kernel) // stride + 1
 
 
-# The kernels index flat arrays with unsigned offsets: a signed index makes Numba test it for
+# The kernels see no padding: the wrappers pad x with zeros before im2col and crop after col2im,
+# a copy of the images, which are kh kw / (sh sw) times smaller than cols.
+# They index flat arrays with unsigned offsets: a signed index makes Numba test it for
 # wraparound (negative indices count from the end) on every access, which blocks vectorization.
+# One input row (im2col) or output row (col2im) serves all kw kernel columns while it is in L1.
+# They are serial: the GEMMs between them already use every core, and Numba's threads would
+# compete with OpenBLAS's (see also refplastic.kernels.optim).
 
 
-@njit(cache=True, inline="always")
-def _valid_range(j, stride, padding, width, out_width):
-    """The outputs ``ox`` whose input column ``ox stride + j - padding`` lies in [0, width)."""
-    lo = max(0, -((j - padding) // stride))
-    hi = min(out_width, (width - 1 + padding - j) // stride + 1)
-    return lo, max(lo, hi)
-
-
-@njit(cache=True, parallel=True)
-def _im2col(x, kh, kw, sh, sw, ph, pw, oh, ow, cols):
+@njit(cache=True)
+def _im2col(x, kh, kw, sh, sw, oh, ow, cols):
     G, B, C, H, W = x.shape
-    rows = C * kh * kw
     src = x.reshape(-1)
     dst = cols.reshape(-1)
-    for gr in prange(G * rows):  # one row (g, (c, i, j)) of cols per task
-        g = gr // rows
-        c = gr % rows // (kh * kw)
-        i = gr % (kh * kw) // kw
-        j = gr % kw
-        lo, hi = _valid_range(j, sw, pw, W, ow)
-        out = uint64(gr * B * oh * ow)
-        for b in range(B):
-            image = ((g * B + b) * C + c) * H * W
-            for oy in range(oh):
-                iy = oy * sh + i - ph
-                if iy < 0 or iy >= H:
-                    for ox in range(ow):
-                        dst[out + uint64(ox)] = 0
-                else:
-                    for ox in range(lo):
-                        dst[out + uint64(ox)] = 0
-                    at = uint64(image + iy * W + lo * sw + j - pw)
-                    for ox in range(lo, hi):
-                        dst[out + uint64(ox)] = src[at + uint64((ox - lo) * sw)]
-                    for ox in range(hi, ow):
-                        dst[out + uint64(ox)] = 0
-                out += uint64(ow)
+    row_length = B * oh * ow
+    for gc in range(G * C):  # (g, c): the images x[g, :, c] and the rows cols[g, (c, ., .)]
+        for i in range(kh):
+            row = (gc * kh + i) * kw * row_length  # cols[g, (c, i, 0)]
+            for b in range(B):
+                image = ((gc // C * B + b) * C + gc % C) * H * W  # x[g, b, c]
+                for oy in range(oh):
+                    line = image + (oy * sh + i) * W
+                    out = row + (b * oh + oy) * ow
+                    for j in range(kw):
+                        at = uint64(out + j * row_length)
+                        frm = uint64(line + j)
+                        for ox in range(ow):
+                            dst[at + uint64(ox)] = src[frm + uint64(ox * sw)]
 
 
-@njit(cache=True, parallel=True)
-def _col2im(cols, kh, kw, sh, sw, ph, pw, oh, ow, x):
+@njit(cache=True)
+def _col2im(cols, kh, kw, sh, sw, oh, ow, x):
     G, B, C, H, W = x.shape
-    rows = C * kh * kw
     src = cols.reshape(-1)
     dst = x.reshape(-1)
-    for gbc in prange(G * B * C):  # one image plane (g, b, c) per task: no two tasks write alike
-        g = gbc // (B * C)
-        b = gbc // C % B
-        c = gbc % C
-        image = uint64(gbc * H * W)
+    row_length = B * oh * ow
+    for gbc in range(G * B * C):  # one image x[g, b, c] at a time
+        image = gbc * H * W
         for k in range(H * W):
-            dst[image + uint64(k)] = 0
+            dst[uint64(image + k)] = 0
+        gc = gbc // (B * C) * C + gbc % C
+        b = gbc // C % B
         for i in range(kh):
-            for j in range(kw):
-                lo, hi = _valid_range(j, sw, pw, W, ow)
-                row = ((g * rows + (c * kh + i) * kw + j) * B + b) * oh * ow
-                for oy in range(oh):
-                    iy = oy * sh + i - ph
-                    if iy < 0 or iy >= H:
-                        continue
-                    at = image + uint64(iy * W + lo * sw + j - pw)
-                    frm = uint64(row + oy * ow)
-                    for ox in range(lo, hi):
-                        dst[at + uint64((ox - lo) * sw)] += src[frm + uint64(ox)]
+            row = (gc * kh + i) * kw * row_length  # cols[g, (c, i, 0)]
+            for oy in range(oh):
+                line = image + (oy * sh + i) * W
+                out = row + (b * oh + oy) * ow
+                for j in range(kw):
+                    at = uint64(line + j)
+                    frm = uint64(out + j * row_length)
+                    for ox in range(ow):
+                        dst[at + uint64(ox * sw)] += src[frm + uint64(ox)]
+
+
+def _output_hw(hw, kernel, stride, padding):
+    return tuple(conv_output_size(n, k, s, p) for n, k, s, p in zip(hw, kernel, stride, padding))
 
 
 def im2col(x, kernel, stride, padding):
     """``cols`` of shape (G, C kh kw, B OH OW) from images ``x`` of shape (G, B, C, H, W)."""
-    G, B, C, H, W = x.shape
-    oh, ow = (conv_output_size(n, k, s, p) for n, k, s, p in zip((H, W), kernel, stride, padding))
+    G, B, C = x.shape[:3]
+    oh, ow = _output_hw(x.shape[3:], kernel, stride, padding)
+    (ph, pw) = padding
+    if ph or pw:
+        x = np.pad(x, ((0, 0), (0, 0), (0, 0), (ph, ph), (pw, pw)))
     cols = np.empty((G, C * kernel[0] * kernel[1], B * oh * ow), x.dtype)
-    _im2col(np.ascontiguousarray(x), *kernel, *stride, *padding, oh, ow, cols)
+    _im2col(np.ascontiguousarray(x), *kernel, *stride, oh, ow, cols)
     return cols
 
 
 def col2im(cols, x_shape, kernel, stride, padding):
     """Images of shape ``x_shape`` (G, B, C, H, W) from ``cols`` (G, C kh kw, B OH OW), summing overlaps."""
-    H, W = x_shape[-2:]
-    oh, ow = (conv_output_size(n, k, s, p) for n, k, s, p in zip((H, W), kernel, stride, padding))
-    x = np.empty(x_shape, cols.dtype)
-    _col2im(np.ascontiguousarray(cols), *kernel, *stride, *padding, oh, ow, x)
-    return x
+    G, B, C, H, W = x_shape
+    oh, ow = _output_hw((H, W), kernel, stride, padding)
+    (ph, pw) = padding
+    x = np.empty((G, B, C, H + 2 * ph, W + 2 * pw), cols.dtype)
+    _col2im(np.ascontiguousarray(cols), *kernel, *stride, oh, ow, x)
+    return np.ascontiguousarray(x[:, :, :, ph:ph + H, pw:pw + W]) if ph or pw else x
 
 
 def im2col_naive(x, kernel, stride, padding):

@@ -17,16 +17,16 @@ so ties go to the first maximal element and a NaN propagates. Then, for K tangen
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .im2col import conv_output_size
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _maxpool(x, kh, kw, sh, sw, ph, pw, y, argmax):
     M, H, W = x.shape
     OH, OW = y.shape[1:]
-    for m in prange(M):
+    for m in range(M):
         for oy in range(OH):
             y0 = max(oy * sh - ph, 0)
             y1 = min(oy * sh - ph + kh, H)
@@ -45,19 +45,19 @@ def _maxpool(x, kh, kw, sh, sw, ph, pw, y, argmax):
                 argmax[m, oy, ox] = arg
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _gather(t, argmax, out):
     K, M = t.shape[:2]
-    for km in prange(K * M):
+    for km in range(K * M):
         k, m = km // M, km % M
         for o in range(argmax.shape[1]):
             out[k, m, o] = t[k, m, argmax[m, o]]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _scatter(g, argmax, out):
     K, M = g.shape[:2]
-    for km in prange(K * M):
+    for km in range(K * M):
         k, m = km // M, km % M
         out[k, m, :] = 0
         for o in range(argmax.shape[1]):
