@@ -41,6 +41,8 @@ def test_report_numbers(setup):
     density = report["ggn"]["density"]
     assert density["grid"].shape == density["density"].shape == (50,)
     assert density["nodes"].shape == density["weights"].shape == (3, 20)
+    assert 0 <= report["hessian"]["density"]["attrs"]["negative_mass_estimate"] <= 1
+    assert report["ggn"]["density"]["attrs"]["negative_mass_estimate"] < 1e-8  # G is positive semi-definite
     G = per_example_gradients(net, loss, x, t)
     np.testing.assert_allclose(report["gradients"]["norms"], np.linalg.norm(G, axis=1), rtol=1e-12)
     assert report["gradients"]["attrs"]["fisher_trace"] == pytest.approx(np.trace(G.T @ G) / len(G))

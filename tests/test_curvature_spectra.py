@@ -8,7 +8,8 @@ from refplastic.curvature import CurvatureBatch, ggn, hessian
 from refplastic.curvature.hutchinson import hutchinson_trace
 from refplastic.curvature.lanczos import lanczos, lanczos_extremes, ritz
 from refplastic.curvature.scalars import eigenvalues, spectrum_scalars
-from refplastic.curvature.slq import exact_density, kernel_variance, slq_density, slq_quadrature
+from refplastic.curvature.slq import (exact_density, kernel_variance, quadrature_estimates, slq_density,
+                                      slq_quadrature)
 from refplastic.nn import Linear, Network, Tanh, make_loss
 
 
@@ -90,6 +91,11 @@ def test_slq_quadrature_is_exact_for_each_probe(small):
         np.testing.assert_allclose(np.sum(quad.weights[0] * f(quad.nodes[0])),
                                    (z @ U) ** 2 @ f(lam) / P, rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(quad.weights.sum(), 1, rtol=1e-12)
+    estimates = quadrature_estimates(quad, P)
+    np.testing.assert_allclose(estimates["trace_estimate"], z @ H @ z, rtol=1e-10)
+    b = (z @ U) ** 2
+    np.testing.assert_allclose(estimates["negative_mass_estimate"], b @ (np.abs(lam) * (lam < 0)) / (b @ np.abs(lam)),
+                               rtol=1e-8)
 
 
 def test_slq_density_against_exact_density(small):

@@ -17,4 +17,4 @@ from .lanczos import lanczos, lanczos_extremes
 from .per_example import cosine_similarity, empirical_fisher, gradient_covariance, per_example_gradients
 from .report import QUANTITIES, curvature_report, plot_spectrum, read_report_h5, write_report_h5
 from .scalars import eigenvalues, spectrum_scalars
-from .slq import exact_density, slq_density, slq_quadrature
+from .slq import exact_density, quadrature_estimates, slq_density, slq_quadrature

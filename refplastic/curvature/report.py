@@ -29,7 +29,7 @@ from .jacobian import jacobian
 from .lanczos import lanczos_extremes
 from .per_example import cosine_similarity, per_example_gradients
 from .scalars import eigenvalues, spectrum_scalars
-from .slq import slq_density, slq_quadrature
+from .slq import quadrature_estimates, slq_density, slq_quadrature
 
 QUANTITIES = ("hessian_eigenvalues", "ggn_eigenvalues", "hessian_lanczos", "ggn_lanczos", "hessian_trace",
               "ggn_trace", "hessian_density", "ggn_density", "gradients", "ntk")
@@ -86,7 +86,8 @@ def curvature_report(net, loss, x, t, quantities, seed, progress=None, *, top_k=
             grid, density, variance = slq_density(quad, grid, sigma_squared)
             group["density"] = {"grid": grid, "density": density, "nodes": quad.nodes, "weights": quad.weights,
                                 "attrs": {"sigma_squared": sigma_squared, "variance": variance,
-                                          "num_probes": slq_probes, "num_steps": quad.nodes.shape[1]}}
+                                          "num_probes": slq_probes, "num_steps": quad.nodes.shape[1],
+                                          **quadrature_estimates(quad, P)}}
         elif name == "gradients":
             report["gradients"] = _gradient_statistics(per_example_gradients(net, loss, x, t, batch=batch))
         elif name == "ntk":

@@ -75,6 +75,19 @@ def slq_density(quadrature, grid=None, sigma_squared=1e-5):
     return grid, gaussian_density(quadrature.nodes, quadrature.weights, grid, variance), variance
 
 
+def quadrature_estimates(quadrature, dim):
+    """Estimates from the quadrature of f(lambda) = lambda and |lambda|:
+
+        trace          ~ P (1/S) sum_s sum_i w_si theta_si                      (exact per probe)
+        negative_mass  ~ sum_si w_si |theta_si| [theta_si < 0] / sum_si w_si |theta_si|
+    """
+    nodes, weights = quadrature
+    magnitude = weights * np.abs(nodes)
+    total = float(magnitude.sum())
+    return {"trace_estimate": float(dim * np.sum(weights * nodes) / len(nodes)),
+            "negative_mass_estimate": float(magnitude[nodes < 0].sum() / total) if total > 0 else 0.0}
+
+
 def exact_density(eigenvalues, grid, variance):
     """The smoothed density ``(1/P) sum_j N(grid; lambda_j, variance)`` of known eigenvalues."""
     eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
