@@ -1,0 +1,37 @@
+"""refplastic's reference numbers against torch: docs/examples/verify_torch.py on the whole built-in suite,
+then ``verify`` must pass (torch reverse mode, double backward for second derivatives)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from refplastic.reference import format_table, verify_files, write_suite
+
+pytest.importorskip("torch")
+EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "verify_torch.py"
+
+
+def test_torch_example_passes_verify_on_the_suite(tmp_path):
+    reference, theirs = tmp_path / "reference.h5", tmp_path / "theirs.h5"
+    write_suite(reference)
+    run = subprocess.run([sys.executable, str(EXAMPLE), str(reference), str(theirs)], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr
+    rows, ok = verify_files(theirs, reference)
+    assert ok and all(row.status == "ok" for row in rows), format_table(rows)
+    # the example shows torch's forward-mode Hessian going wrong through LayerNorm
+    line = next(line for line in run.stdout.splitlines() if line.startswith("mlp_layernorm"))
+    assert float(line.split()[1]) > 1e-3
+
+
+def test_torch_example_on_chosen_cases(tmp_path):
+    reference, theirs = tmp_path / "reference.h5", tmp_path / "theirs.h5"
+    write_suite(reference)
+    run = subprocess.run([sys.executable, str(EXAMPLE), str(reference), str(theirs), "--cases", "mlp_tanh_mse"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    rows, ok = verify_files(theirs, reference)
+    assert not ok and {r.case for r in rows if r.status == "missing case"} == {
+        name for name in {r.case for r in rows} if name != "mlp_tanh_mse"}
