@@ -138,7 +138,7 @@ class CurvatureBatch:
             raise ValueError(f"cotangents must have shape {self.z.shape} or (K, *{self.z.shape}), got {U.shape}")
         zero = np.zeros((U.shape[0], self.num_parameters), self.net.dtype)
         _, rcaches = self.r_forward(zero)
-        out = self.r_backward(rcaches, U, zero, gys=self.zero_gys)
+        out = self.r_backward(rcaches, U, np.empty_like(zero), gys=self.zero_gys)
         return out[0] if single else out
 
     def ggn_vp(self, V):

@@ -37,7 +37,7 @@ QUANTITIES = ("hessian_eigenvalues", "ggn_eigenvalues", "hessian_lanczos", "ggn_
 
 def curvature_report(net, loss, x, t, quantities, seed, progress=None, *, top_k=20, lanczos_steps=None,
                      trace_probes=100, slq_probes=10, slq_steps=90, sigma_squared=1e-5, grid_points=1000,
-                     max_exact_parameters=5000, block_size=256):
+                     max_exact_parameters=5000, block_size=64):
     """Compute ``quantities`` (names from :data:`QUANTITIES`) for ``net`` on the batch ``(x, t)``.
 
     ``progress(label, done, total)`` is called as long computations advance. The network's
@@ -51,7 +51,10 @@ def curvature_report(net, loss, x, t, quantities, seed, progress=None, *, top_k=
     report = {"attrs": {"seed": int(seed), "loss": loss.name, "num_parameters": P, "num_examples": int(len(x)),
                         "dtype": np.dtype(net.dtype).name, "training": net.training, "loss_value": batch.value,
                         "architecture": json.dumps(net.architecture()), "quantities": json.dumps(list(quantities))}}
-    step = (lambda label: (lambda done, total: progress(label, done, total))) if progress else (lambda label: None)
+
+    def step(label):
+        return None if progress is None else (lambda done, total: progress(label, done, total))
+
     operators = {"hessian": batch.hvp, "ggn": batch.ggn_vp}
     for i, name in enumerate(QUANTITIES):
         if name not in quantities:
@@ -73,7 +76,7 @@ def curvature_report(net, loss, x, t, quantities, seed, progress=None, *, top_k=
             steps = min(P, 2 * top_k + 40) if lanczos_steps is None else lanczos_steps
             counted = _counted(operators[which], step(name), steps)
             result = lanczos_extremes(counted, P, top_k, rng, steps, net.dtype)
-            group["lanczos"] = {**{k: v for k, v in result._asdict().items()},
+            group["lanczos"] = {**result._asdict(),
                                 "attrs": {"num_steps": len(result.ritz_values), "k": len(result.top),
                                           "largest_eigenvalue": float(result.top[-1])}}
         elif kind == "trace":
