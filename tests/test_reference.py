@@ -145,7 +145,7 @@ def test_verify_catches_a_perturbed_quantity_and_a_missing_case_and_reports_miss
                            for o in ("sgd", "adam", "rmsprop")}}
     assert any(r.failed for r in rows)
     table = format_table(rows)
-    assert "missing from THEIRS (not a failure): mlp_tanh_mse: ggn" in table
+    assert "missing from THEIRS (not a failure): ggn in mlp_tanh_mse" in table
     assert "cnn_stride_padding" in table and "FAILED" in table
 
     del theirs["mlp_layernorm"]
@@ -175,6 +175,22 @@ def test_verify_shapes_nan_integers_and_zero_scales(suite):
     rows = compare({"c": {"flat_grad": g, "grads/1.bias": np.array([1e-17, -1e-17])}}, reference)
     assert all(r.status == "ok" for r in rows)
     assert relative_error(np.zeros(3), np.zeros(3)) == 0.0 and relative_error(np.ones(3), np.zeros(3)) > 1e300
+
+
+def test_statistics_are_compared_one_by_one(suite):
+    ref = read_datasets(suite)
+    case = "mlp_relu_cross_entropy"
+    names = [n.decode() for n in ref[case]["stats/names"]]
+    theirs = dict(ref[case])
+    theirs["stats/values"] = ref[case]["stats/values"].copy()
+    theirs["stats/values"][names.index("loss")] += 1e-6
+    theirs["stats/names"] = theirs["stats/names"][1:]  # all but the first
+    theirs["stats/values"] = theirs["stats/values"][1:]
+    rows = {r.quantity: r for r in compare({case: theirs}, {case: ref[case]})}
+    assert rows["stats/loss"].status == "mismatch"
+    assert rows[f"stats/{names[0]}"].status == "missing"
+    assert all(rows[f"stats/{n}"].status == "ok" for n in names[1:] if n != "loss")
+    assert "loss" in names and "gradient_norm" in names
 
 
 def test_a_case_with_nothing_in_common_fails(suite):

@@ -20,7 +20,9 @@ def test_torch_example_passes_verify_on_the_suite(tmp_path):
                          timeout=600)
     assert run.returncode == 0, run.stderr
     rows, ok = verify_files(theirs, reference)
-    assert ok and all(row.status == "ok" for row in rows), format_table(rows)
+    assert ok, format_table(rows)
+    # the example computes every quantity but the statistics
+    assert {row.quantity.split("/")[0] for row in rows if row.status != "ok"} == {"stats"}, format_table(rows)
     # the example shows torch's forward-mode Hessian going wrong through LayerNorm
     line = next(line for line in run.stdout.splitlines() if line.startswith("mlp_layernorm"))
     assert float(line.split()[1]) > 1e-3

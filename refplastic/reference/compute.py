@@ -18,15 +18,20 @@ and buffers (BatchNorm running statistics are read, never updated):
     optim/<name>/flat_params_after
                         theta after one step from a fresh optimizer state with gradient flat_grad
                         (SGD with momentum, Adam, RMSprop; hyperparameters in the group's attrs)
+    stats/names, stats/values
+                        refplastic.stats.compute_statistics with its DEFAULT_STATISTICS
+                        (docs/statistics.md): key names[k] has value values[k]
 
 float32 cases are computed in float64 from their (exactly representable) float32 inputs and
 parameters, and each quantity is rounded to float32 when stored.
 """
 
+import h5py
 import numpy as np
 
 from ..curvature import CurvatureBatch, eigenvalues, ggn, hessian, jacobian, per_example_gradients
 from ..nn import make_loss, make_optimizer
+from ..stats import DEFAULT_STATISTICS, compute_statistics
 from .format import read_cases, reference_writer, write_case
 
 MAX_EXACT_PARAMETERS = 5000
@@ -73,7 +78,10 @@ def compute_case(case, max_exact_parameters=MAX_EXACT_PARAMETERS):
         make_optimizer(name, after, **hyperparameters).step(batch.grad.copy())
         out[f"optim/{name}/flat_params_after"] = after
         attrs[f"optim/{name}"] = {"type": torch_name, **hyperparameters}
+    stats = compute_statistics(net, x, t, loss, DEFAULT_STATISTICS)
+    out["stats/values"] = np.array(list(stats.values()))
     out = {k: v.astype(case.dtype) for k, v in out.items()}
+    out["stats/names"] = np.array(list(stats), dtype=h5py.string_dtype("utf-8"))
     return {**case.datasets(), **out}, attrs
 
 

@@ -7,7 +7,9 @@ reference,
 
 over the whole dataset, except that grads/<name> and params/<name> divide by max |flat_grad| and
 max |flat_params| (one parameter's gradient may be all but zero, e.g. a bias before train-mode
-BatchNorm). For eigenvalue vectors this is the error relative to the largest |lambda|. A dataset
+BatchNorm). For eigenvalue vectors this is the error relative to the largest |lambda|. Statistics
+(stats/names, stats/values) are compared one by one as stats/<key>, with error
+|a - b| / max(|b|, 1): relative above 1, absolute below (fractions, means near 0). A dataset
 matches when error <= rtol: by default 1e-8 for float64 and 1e-4 for float32 reference data,
 ``rtol`` overrides both; integer data (class labels, num_batches_tracked) must be equal. A shape
 difference is a mismatch. A case missing from THEIRS, or sharing no dataset with the reference,
@@ -31,6 +33,7 @@ COLUMNS = {
     "stats": ("stats/",),
 }
 SCALE_OF = {"grads/": "flat_grad", "params/": "flat_params"}
+STATS_FLOOR = 1.0
 
 
 @dataclass
@@ -68,7 +71,8 @@ def compare(theirs, reference, rtol=None):
         if case not in theirs:
             rows.append(Row(case, "", "missing case"))
             continue
-        case_rows = [_compare(case, path, theirs[case].get(path), b, ref, rtol) for path, b in ref.items()]
+        ref, mine = split_statistics(ref), split_statistics(theirs[case])
+        case_rows = [_compare(case, path, mine.get(path), b, ref, rtol) for path, b in ref.items()]
         if all(row.status == "missing" for row in case_rows):
             case_rows.append(Row(case, "", "nothing compared"))
         rows += case_rows
@@ -86,10 +90,24 @@ def _compare(case, path, a, b, ref, rtol):
         return Row(case, path, "mismatch", rtol=tol, detail=f"shape {a.shape} != reference {b.shape}")
     if not np.issubdtype(a.dtype, np.number):
         return Row(case, path, "mismatch", rtol=tol, detail=f"not numbers ({a.dtype})")
-    scale_path = next((s for prefix, s in SCALE_OF.items() if path.startswith(prefix) and s in ref), path)
-    error = relative_error(a, b, ref[scale_path])
+    if path.startswith("stats/"):
+        error = relative_error(a, b, max(abs(float(b)), STATS_FLOOR))
+    else:
+        scale_path = next((s for prefix, s in SCALE_OF.items() if path.startswith(prefix) and s in ref), path)
+        error = relative_error(a, b, ref[scale_path])
     status = "ok" if error <= tol else "mismatch"  # NaN fails
     return Row(case, path, status, error, tol)
+
+
+def split_statistics(arrays):
+    """``arrays`` with stats/names and stats/values replaced by one 0-d array per statistic, stats/<key>."""
+    names, values = arrays.get("stats/names"), arrays.get("stats/values")
+    if names is None or values is None or np.shape(names) != np.shape(values) or np.ndim(values) != 1:
+        return arrays
+    out = {k: v for k, v in arrays.items() if k not in ("stats/names", "stats/values")}
+    for name, value in zip(names, values):
+        out[f"stats/{name.decode() if isinstance(name, bytes) else name}"] = np.asarray(value)
+    return out
 
 
 def relative_error(a, b, scale_of=None):
@@ -108,42 +126,42 @@ def column_of(path):
 
 
 def format_table(rows):
-    """The case x quantity table of worst errors, then every failure and every missing dataset, one per line.
+    """The case x quantity table of worst errors, then one line per mismatch or failure, and one per
+    quantity missing from THEIRS (naming the cases).
 
     Cells: the worst error of the column's datasets; ``!`` marks a mismatch; ``-`` a dataset missing
     from THEIRS (not a failure); empty: nothing of that kind in the reference.
     """
     cases = list(dict.fromkeys(row.case for row in rows if row.status != "extra case"))
     compared = [row for row in rows if row.quantity]
-    columns = list(COLUMNS) + [c for c in dict.fromkeys(column_of(r.quantity) for r in compared) if c not in COLUMNS]
     cells = {}
     for row in compared:
         key = (row.case, column_of(row.quantity))
         cells[key] = _worse(cells.get(key), row)
+    columns = list(COLUMNS) + [c for c in dict.fromkeys(column_of(r.quantity) for r in compared) if c not in COLUMNS]
     columns = [c for c in columns if any((case, c) in cells for case in cases)]
     width = max([len(c) for c in cases] + [4])
     widths = [max(len(c), 8) for c in columns]
     lines = [" ".join([f"{'case':<{width}}"] + [f"{c:>{w}}" for c, w in zip(columns, widths)])]
     for case in cases:
-        if any(r.case == case and r.status == "missing case" for r in rows):
-            lines.append(f"{case:<{width}} missing from THEIRS")
-            continue
-        lines.append(" ".join([f"{case:<{width}}"] + [f"{_cell(cells.get((case, c))):>{w}}"
-                                                       for c, w in zip(columns, widths)]))
-    rtols = sorted({r.rtol for r in compared if r.rtol})
-    lines.append(f"error = max|theirs - reference| / max|reference| per dataset; rtol {', '.join(f'{t:g}' for t in rtols)}"
-                 "; ! mismatch, - missing from THEIRS")
+        cells_of_case = [f"{_cell(cells.get((case, c))):>{w}}" for c, w in zip(columns, widths)]
+        missing_case = any(r.case == case and r.status == "missing case" for r in rows)
+        lines.append(" ".join([f"{case:<{width}}"] + (["missing from THEIRS"] if missing_case else cells_of_case)))
+    rtols = ", ".join(f"{t:g}" for t in sorted({r.rtol for r in compared if r.rtol}))
+    lines.append(f"worst error per cell (docs/reference-format.md), rtol {rtols}; ! mismatch, - missing from THEIRS")
+    missing = {}
     for row in rows:
-        if row.status == "ok":
-            continue
         what = f"{row.case}: {row.quantity}" if row.quantity else row.case
         if row.status == "mismatch":
-            detail = row.detail or f"error {row.error:.3e} > rtol {row.rtol:g}"
-            lines.append(f"MISMATCH {what}: {detail}")
+            lines.append(f"MISMATCH {what}: {row.detail or f'error {row.error:.3e} > rtol {row.rtol:g}'}")
         elif row.status == "missing":
-            lines.append(f"missing from THEIRS (not a failure): {what}")
-        else:
+            missing.setdefault("stats" if row.quantity.startswith("stats/") else row.quantity, {})[row.case] = None
+        elif row.status != "ok":
             lines.append(f"{'FAILED' if row.failed else 'note'}: {what}: {row.status}")
+    compared_cases = {row.case for row in compared}
+    for quantity, in_cases in missing.items():
+        where = f"all {len(in_cases)} cases" if len(in_cases) == len(compared_cases) > 1 else ", ".join(in_cases)
+        lines.append(f"missing from THEIRS (not a failure): {quantity} in {where}")
     failed = sum(row.failed for row in rows)
     lines.append(f"FAILED: {failed} problem(s)" if failed else f"OK: {len(cases)} case(s) match")
     return "\n".join(lines)
