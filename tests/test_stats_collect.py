@@ -187,7 +187,8 @@ def test_curvature_on_demand_against_torch():
     H = torch.autograd.functional.hessian(lambda v: torch.nn.functional.mse_loss(outputs(v), torch.from_numpy(t)), flat)
     J = torch.autograd.functional.jacobian(outputs, flat).reshape(-1, flat.numel())
     G = 2 / J.shape[0] * J.T @ J  # MSE: d^2L/dz^2 = (2 / (N D)) I
-    spectra = {"hessian": torch.linalg.eigvalsh(H), "ggn": torch.linalg.eigvalsh(G), "ntk": torch.linalg.eigvalsh(J @ J.T)}
+    spectra = {"hessian": torch.linalg.eigvalsh(H), "ggn": torch.linalg.eigvalsh(G),
+               "ntk": torch.linalg.eigvalsh(J @ J.T)}
     for which, lam in spectra.items():
         assert out[f"{which}_effective_rank"] == pytest.approx(effective_rank(np.abs(lam.numpy())), rel=1e-9)
     for which in ("hessian", "ggn"):

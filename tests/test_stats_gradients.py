@@ -32,7 +32,10 @@ def make_case(arch, dtype, training, loss_name, seed=0):
             buffer[...] = rng.uniform(0.5, 1.5, buffer.shape) if "var" in name else rng.normal(size=buffer.shape)
     net.train(training)
     x = rng.normal(size=shape).astype(dtype)
-    t = rng.integers(0, 3, size=shape[0]) if loss_name == "cross_entropy" else rng.normal(size=(shape[0], 3)).astype(dtype)
+    if loss_name == "cross_entropy":
+        t = rng.integers(0, 3, size=shape[0])
+    else:
+        t = rng.normal(size=(shape[0], 3)).astype(dtype)
     return net, x, t
 
 

@@ -133,7 +133,8 @@ def test_unit_statistics_against_torch_formulas(arch, dtype):
             per_unit.setdefault("dead_fraction", {})[i] = (u == 0).all(1).double()
             per_unit.setdefault("active_fraction", {})[i] = (u != 0).double().mean(1)
             per_unit.setdefault("linearised_fraction", {})[i] = (u > 0).all(1).double()
-            per_unit.setdefault("low_activity_fraction/threshold=0.3", {})[i] = ((u != 0).double().mean(1) < 0.3).double()
+            low = (u != 0).double().mean(1) < 0.3
+            per_unit.setdefault("low_activity_fraction/threshold=0.3", {})[i] = low.double()
         if kind in ("Tanh", "Sigmoid"):
             u = units_axis_first(h)
             for th in (0.99, 0.9):

@@ -106,19 +106,50 @@ ACTIVATIONS = (Elementwise,)  # ReLU, LeakyReLU, Tanh, Sigmoid, GELU, Identity
 PREACTIVATIONS = WEIGHTED = (Linear, Conv2d)
 
 
-def _per_unit(ctx, kinds, per_unit):
-    """Each layer's mean over its units of ``per_unit(ctx, i)``, and (key None) the mean over all their units."""
-    values = {i: np.asarray(per_unit(ctx, i), dtype=np.float64) for i in ctx.layers(kinds)}
-    if not values:
+def _mean_over_units(per_layer):
+    """``{i: per-unit values}`` -> each layer's mean over its units, and (key None) the mean over all units."""
+    if not per_layer:
         return {}
+    values = {i: np.asarray(v, dtype=np.float64) for i, v in per_layer.items()}
     out = {None: float(np.mean(np.concatenate(list(values.values()))))}
     out.update({i: float(v.mean()) for i, v in values.items()})
     return out
 
 
-def _per_layer(ctx, kinds, value):
-    """``value(ctx, i)`` for each layer of the given kinds (no network-level key)."""
-    return {i: float(value(ctx, i)) for i in ctx.layers(kinds)}
+def _unit_statistic(kinds, per_unit):
+    """``per_unit(h, **parameters)`` on the output h of each layer of ``kinds``, averaged over units."""
+    def compute(ctx, **parameters):
+        return _mean_over_units({i: per_unit(ctx.outputs[i], **parameters) for i in ctx.layers(kinds)})
+    return compute
+
+
+def _saturated_fraction(ctx, threshold):
+    return _mean_over_units({i: units.saturated_fraction(ctx.outputs[i], type(ctx.net.layers[i]).__name__, threshold)
+                             for i in ctx.layers((Tanh, Sigmoid))})
+
+
+def _preactivation_shift(which):
+    """Per-unit |mean - mean0| (which = 0) or |std - std0| (which = 1) of each Linear/Conv2d output."""
+    def compute(ctx):
+        return _mean_over_units({i: preactivations.moment_shift(ctx.outputs[i], ctx.init_outputs[i])[which]
+                                 for i in ctx.layers(PREACTIVATIONS)})
+    return compute
+
+
+def _feature_statistic(value):
+    """``value(singular values, features, **parameters)`` for each activation layer's (N, d) features."""
+    def compute(ctx, **parameters):
+        return {i: float(value(ctx.feature_singular_values(i), ctx.features(i), **parameters))
+                for i in ctx.layers(ACTIVATIONS)}
+    return compute
+
+
+def _weight_statistic(value):
+    """``value(singular values, weight matrix, **parameters)`` for each Linear/Conv2d weight."""
+    def compute(ctx, **parameters):
+        return {i: float(value(ctx.weight_singular_values(i), ctx.weight(i), **parameters))
+                for i in ctx.layers(WEIGHTED)}
+    return compute
 
 
 def _parameters(net, i):
@@ -182,66 +213,59 @@ def _exact_effective_rank(which):
     return compute
 
 
-def _feature_rank(value):
-    return lambda ctx, **p: _per_layer(ctx, ACTIVATIONS, lambda c, i: value(c.feature_singular_values(i), c.features(i), **p))
-
-
-def _weight_rank(value):
-    return lambda ctx, **p: _per_layer(ctx, WEIGHTED, lambda c, i: value(c.weight_singular_values(i), c.weight(i), **p))
-
-
 def _numerical_rank(s, matrix):
     return rank.numerical_rank(s, rank.default_rtol(matrix.shape, matrix.dtype))
 
 
+def _srank(s, matrix, delta):
+    return rank.srank(s, delta)
+
+
+def _approximate_rank(s, matrix, threshold):
+    return rank.approximate_rank(s, threshold)
+
+
+def _feature_rank(s, matrix, eps):
+    return rank.feature_rank(s, matrix.shape[0], eps)
+
+
+def _of_singular_values(function):
+    return lambda s, matrix: function(s)
+
+
 STATISTICS = {
     # units: outputs of activation layers
-    "dead_fraction": Statistic(lambda ctx: _per_unit(ctx, ReLU, lambda c, i: units.dead_units(c.outputs[i])), {}),
-    "dormant_fraction": Statistic(
-        lambda ctx, tau: _per_unit(ctx, ACTIVATIONS, lambda c, i: units.dormant_units(c.outputs[i], tau)), {"tau": 0.025}),
-    "low_activity_fraction": Statistic(
-        lambda ctx, threshold: _per_unit(ctx, ReLU, lambda c, i: units.low_activity_units(c.outputs[i], threshold)),
-        {"threshold": 0.01}),
-    "active_fraction": Statistic(lambda ctx: _per_unit(ctx, ReLU, lambda c, i: units.active_fraction(c.outputs[i])), {}),
-    "linearised_fraction": Statistic(
-        lambda ctx: _per_unit(ctx, (ReLU, LeakyReLU), lambda c, i: units.linearised_units(c.outputs[i])), {}),
-    "saturated_fraction": Statistic(
-        lambda ctx, threshold: _per_unit(ctx, (Tanh, Sigmoid), lambda c, i: units.saturated_fraction(
-            c.outputs[i], type(c.net.layers[i]).__name__, threshold)), {"threshold": 0.99}),
+    "dead_fraction": Statistic(_unit_statistic(ReLU, units.dead_units), {}),
+    "dormant_fraction": Statistic(_unit_statistic(ACTIVATIONS, units.dormant_units), {"tau": 0.025}),
+    "low_activity_fraction": Statistic(_unit_statistic(ReLU, units.low_activity_units), {"threshold": 0.01}),
+    "active_fraction": Statistic(_unit_statistic(ReLU, units.active_fraction), {}),
+    "linearised_fraction": Statistic(_unit_statistic((ReLU, LeakyReLU), units.linearised_units), {}),
+    "saturated_fraction": Statistic(_saturated_fraction, {"threshold": 0.99}),
     # pre-activations: outputs of Linear and Conv2d layers
-    "preactivation_mean": Statistic(
-        lambda ctx: _per_unit(ctx, PREACTIVATIONS, lambda c, i: preactivations.unit_moments(c.outputs[i])[0]), {}),
-    "preactivation_std": Statistic(
-        lambda ctx: _per_unit(ctx, PREACTIVATIONS, lambda c, i: preactivations.unit_moments(c.outputs[i])[1]), {}),
-    "preactivation_one_sided_fraction": Statistic(
-        lambda ctx: _per_unit(ctx, PREACTIVATIONS, lambda c, i: preactivations.one_sided_units(c.outputs[i])), {}),
-    "preactivation_mean_shift": Statistic(
-        lambda ctx: _per_unit(ctx, PREACTIVATIONS, lambda c, i: preactivations.moment_shift(
-            c.outputs[i], c.init_outputs[i])[0]), {}, ("init",)),
-    "preactivation_std_shift": Statistic(
-        lambda ctx: _per_unit(ctx, PREACTIVATIONS, lambda c, i: preactivations.moment_shift(
-            c.outputs[i], c.init_outputs[i])[1]), {}, ("init",)),
+    "preactivation_mean": Statistic(_unit_statistic(PREACTIVATIONS, lambda z: preactivations.unit_moments(z)[0]), {}),
+    "preactivation_std": Statistic(_unit_statistic(PREACTIVATIONS, lambda z: preactivations.unit_moments(z)[1]), {}),
+    "preactivation_one_sided_fraction": Statistic(_unit_statistic(PREACTIVATIONS, preactivations.one_sided_units), {}),
+    "preactivation_mean_shift": Statistic(_preactivation_shift(0), {}, ("init",)),
+    "preactivation_std_shift": Statistic(_preactivation_shift(1), {}, ("init",)),
     # features: outputs of activation layers as (N, d) matrices
-    "feature_effective_rank": Statistic(_feature_rank(lambda s, m: rank.effective_rank(s)), {}),
-    "feature_srank": Statistic(_feature_rank(lambda s, m, delta: rank.srank(s, delta)), {"delta": 0.01}),
-    "feature_approximate_rank": Statistic(
-        _feature_rank(lambda s, m, threshold: rank.approximate_rank(s, threshold)), {"threshold": 0.99}),
-    "feature_rank": Statistic(_feature_rank(lambda s, m, eps: rank.feature_rank(s, m.shape[0], eps)), {"eps": 0.01}),
-    "feature_stable_rank": Statistic(_feature_rank(lambda s, m: rank.stable_rank(s)), {}),
-    "feature_numerical_rank": Statistic(_feature_rank(_numerical_rank), {}),
+    "feature_effective_rank": Statistic(_feature_statistic(_of_singular_values(rank.effective_rank)), {}),
+    "feature_srank": Statistic(_feature_statistic(_srank), {"delta": 0.01}),
+    "feature_approximate_rank": Statistic(_feature_statistic(_approximate_rank), {"threshold": 0.99}),
+    "feature_rank": Statistic(_feature_statistic(_feature_rank), {"eps": 0.01}),
+    "feature_stable_rank": Statistic(_feature_statistic(_of_singular_values(rank.stable_rank)), {}),
+    "feature_numerical_rank": Statistic(_feature_statistic(_numerical_rank), {}),
     # parameters
     "parameter_norm": Statistic(lambda ctx: _parameter_statistic(weights.l2_norm, ctx.net), {}),
     "parameter_abs_mean": Statistic(lambda ctx: _parameter_statistic(weights.abs_mean, ctx.net), {}),
     "parameter_distance": Statistic(lambda ctx: _parameter_statistic(weights.distance, ctx.net, ctx.init_net), {},
                                     ("init",)),
     "weight_abs_sum": Statistic(_weight_abs_sum, {}),
-    "weight_effective_rank": Statistic(_weight_rank(lambda s, m: rank.effective_rank(s)), {}),
-    "weight_srank": Statistic(_weight_rank(lambda s, m, delta: rank.srank(s, delta)), {"delta": 0.01}),
-    "weight_approximate_rank": Statistic(
-        _weight_rank(lambda s, m, threshold: rank.approximate_rank(s, threshold)), {"threshold": 0.99}),
-    "weight_stable_rank": Statistic(_weight_rank(lambda s, m: rank.stable_rank(s)), {}),
-    "weight_numerical_rank": Statistic(_weight_rank(_numerical_rank), {}),
-    "weight_largest_singular_value": Statistic(_weight_rank(lambda s, m: rank.largest_singular_value(s)), {}),
+    "weight_effective_rank": Statistic(_weight_statistic(_of_singular_values(rank.effective_rank)), {}),
+    "weight_srank": Statistic(_weight_statistic(_srank), {"delta": 0.01}),
+    "weight_approximate_rank": Statistic(_weight_statistic(_approximate_rank), {"threshold": 0.99}),
+    "weight_stable_rank": Statistic(_weight_statistic(_of_singular_values(rank.stable_rank)), {}),
+    "weight_numerical_rank": Statistic(_weight_statistic(_numerical_rank), {}),
+    "weight_largest_singular_value": Statistic(_weight_statistic(_of_singular_values(rank.largest_singular_value)), {}),
     # loss and gradients
     "loss": Statistic(lambda ctx: {None: float(ctx.batch.value)}, {}, ("loss",)),
     "gradient_norm": Statistic(_gradient_norm, {}, ("loss",)),
