@@ -11,7 +11,8 @@ BatchNorm). For eigenvalue vectors this is the error relative to the largest |la
 (stats/names, stats/values) are compared one by one as stats/<key>, with error
 |a - b| / max(|b|, 1): relative above 1, absolute below (fractions, means near 0). A dataset
 matches when error <= rtol: by default 1e-8 for float64 and 1e-4 for float32 reference data,
-``rtol`` overrides both; integer data (class labels, num_batches_tracked) must be equal. A shape
+``rtol`` overrides both (other float dtypes: 1e-4); integer data (class labels,
+num_batches_tracked) and anything not numeric must be equal. A shape
 difference is a mismatch. A case missing from THEIRS, or sharing no dataset with the reference,
 fails; a dataset missing from THEIRS is reported but does not fail.
 """
@@ -82,12 +83,16 @@ def compare(theirs, reference, rtol=None):
 
 def _compare(case, path, a, b, ref, rtol):
     b = np.asarray(b)
-    tol = 0.0 if not np.issubdtype(b.dtype, np.floating) else DEFAULT_RTOL[b.dtype] if rtol is None else rtol
+    floating = np.issubdtype(b.dtype, np.floating)
+    tol = (rtol if rtol is not None else DEFAULT_RTOL.get(b.dtype, DEFAULT_RTOL[np.dtype(np.float32)])) if floating else 0.0
     if a is None:
         return Row(case, path, "missing", rtol=tol)
     a = np.asarray(a)
     if a.shape != b.shape:
         return Row(case, path, "mismatch", rtol=tol, detail=f"shape {a.shape} != reference {b.shape}")
+    if not np.issubdtype(b.dtype, np.number):
+        equal = a.dtype == b.dtype and np.array_equal(a, b)
+        return Row(case, path, "ok" if equal else "mismatch", 0.0 if equal else None, tol, "" if equal else "differs")
     if not np.issubdtype(a.dtype, np.number):
         return Row(case, path, "mismatch", rtol=tol, detail=f"not numbers ({a.dtype})")
     if path.startswith("stats/"):
@@ -168,12 +173,13 @@ def format_table(rows):
 
 
 def _worse(current, row):
-    """The row that should represent a cell: a mismatch over an ok, a larger error over a smaller."""
-    if current is None:
-        return row
-    rank = {"mismatch": 2, "ok": 1, "missing": 0}
-    key = lambda r: (rank[r.status], -np.inf if r.error is None else np.nan_to_num(r.error, nan=np.inf))  # noqa: E731
-    return max(current, row, key=key)
+    """The row that should represent a cell: a mismatch over an ok over a missing, then the larger error."""
+    return row if current is None else max(current, row, key=_badness)
+
+
+def _badness(row):
+    rank = {"missing": 0, "ok": 1, "mismatch": 2}[row.status]
+    return rank, np.inf if row.error is None or np.isnan(row.error) else row.error
 
 
 def _cell(row):
@@ -181,6 +187,6 @@ def _cell(row):
         return ""
     if row.status == "missing":
         return "-"
-    if row.error is None:
-        return "shape!"
+    if row.error is None or np.isnan(row.error):
+        return "!"
     return f"{row.error:.1e}" + ("!" if row.status == "mismatch" else "")
