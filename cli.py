@@ -108,15 +108,53 @@ class _Progress:
             self.bar = None
 
 
+def _network_and_batch(network, data, loss, examples):
+    """``(net, x, t, loss_name)`` for the commands that analyse a saved network on a batch.
+
+    The batch is ``data`` (a .npz or HDF5 file with ``inputs`` and ``targets``) or else the
+    built-in training data of the run the checkpoint holds; the loss defaults to the run's.
+    Only the first ``examples`` examples are kept.
+    """
+    import numpy as np
+
+    from refplastic.checkpoint import load_checkpoint
+    from refplastic.data import GENERATORS
+    from refplastic.data.arrays import load_batch
+
+    saved = load_checkpoint(network)
+    net, run = saved["network"], saved["run"]
+    built = None
+    if run is not None:
+        config = run["config"]
+        built = GENERATORS[config["dataset"]](np.random.default_rng([config["seed"], 0]),
+                                              n_train=config["n_train"], n_test=config["n_test"])
+        loss = loss or ("cross_entropy" if built.num_classes else "mse")
+    if data is not None:
+        x, t = load_batch(data)
+    elif built is not None:
+        x, t = built.x_train, built.y_train
+    else:
+        raise click.UsageError("the checkpoint holds no training run: give --data FILE")
+    if loss is None:
+        raise click.UsageError("give --loss (mse, cross_entropy or huber): the checkpoint holds no training run")
+    return net, x[:examples], t[:examples], loss
+
+
+DATA_OPTION = click.option(
+    "--data", type=click.Path(dir_okay=False), default=None,
+    help="A .npz or HDF5 file with arrays 'inputs' and 'targets'. Default: the built-in training data the "
+         "checkpoint was trained on.")
+LOSS_OPTION = click.option("--loss", type=click.Choice(["mse", "cross_entropy", "huber"]), default=None,
+                           help="Default: the loss the checkpoint was trained with.")
+EXAMPLES_OPTION = click.option("--examples", type=click.IntRange(min=1), default=256, show_default=True,
+                               help="Use the first this many examples.")
+
+
 @cli.command()
 @click.argument("network", type=click.Path(dir_okay=False))
-@click.option("--data", type=click.Path(dir_okay=False), default=None,
-              help="A .npz or HDF5 file with arrays 'inputs' and 'targets'. Default: the built-in training "
-                   "data the checkpoint was trained on.")
-@click.option("--loss", type=click.Choice(["mse", "cross_entropy", "huber"]), default=None,
-              help="Default: the loss the checkpoint was trained with.")
-@click.option("--examples", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Use the first this many examples.")
+@DATA_OPTION
+@LOSS_OPTION
+@EXAMPLES_OPTION
 @click.option("--quantities", default="hessian_lanczos,ggn_lanczos,hessian_trace", show_default=True,
               callback=_quantity_list, help=f"Comma-separated, from: {', '.join(CURVATURE_QUANTITIES)}.")
 @click.option("--top-k", type=click.IntRange(min=1), default=20, show_default=True,
@@ -128,30 +166,10 @@ class _Progress:
               help="Plot the spectra here (needs the 'plot' extra, matplotlib).")
 def curvature(network, data, loss, examples, quantities, top_k, seed, out, plot):
     """Exact curvature of a saved network's loss on a batch: spectra, traces, gradients, NTK."""
-    import numpy as np
-
-    from refplastic.checkpoint import load_checkpoint
     from refplastic.curvature.report import curvature_report, plot_spectrum, write_report_h5
-    from refplastic.data import GENERATORS
-    from refplastic.data.arrays import load_batch
     from refplastic.nn import make_loss
 
-    saved = load_checkpoint(network)
-    net, run = saved["network"], saved["run"]
-    if run is not None:
-        config = run["config"]
-        built = GENERATORS[config["dataset"]](np.random.default_rng([config["seed"], 0]),
-                                              n_train=config["n_train"], n_test=config["n_test"])
-        loss = loss or ("cross_entropy" if built.num_classes else "mse")
-    if data is not None:
-        x, t = load_batch(data)
-    elif run is not None:
-        x, t = built.x_train, built.y_train
-    else:
-        raise click.UsageError("the checkpoint holds no training run: give --data FILE")
-    if loss is None:
-        raise click.UsageError("give --loss (mse, cross_entropy or huber): the checkpoint holds no training run")
-    x, t = x[:examples], t[:examples]
+    net, x, t, loss = _network_and_batch(network, data, loss, examples)
     progress = _Progress()
     try:
         report = curvature_report(net, make_loss(loss), x, t, quantities, seed, progress, top_k=top_k)
@@ -179,6 +197,45 @@ def curvature(network, data, loss, examples, quantities, top_k, seed, out, plot)
     if plot is not None:
         plot_spectrum(report, plot)
         click.echo(f"wrote {plot}")
+
+
+def _stat_names(ctx, param, value):
+    from refplastic.stats import DEFAULT_STATISTICS, parse_name
+
+    names = tuple(v.strip() for v in value.split(",") if v.strip()) if value else DEFAULT_STATISTICS
+    for name in names:
+        try:
+            parse_name(name)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
+    return names
+
+
+@cli.command()
+@click.argument("network", type=click.Path(dir_okay=False))
+@DATA_OPTION
+@LOSS_OPTION
+@EXAMPLES_OPTION
+@click.option("--names", default=None, callback=_stat_names,
+              help="Comma-separated statistic names (docs/statistics.md). Default: the default set.")
+@click.option("--init", "init_network", type=click.Path(dir_okay=False), default=None,
+              help="The network at initialisation (a checkpoint), for the statistics relative to it.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of k-means and Lanczos.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, callback=_writable_path,
+              help="Write the statistics here (HDF5, layout in docs/statistics.md).")
+def stats(network, data, loss, examples, names, init_network, seed, out):
+    """Saturation, representation and gradient statistics of a saved network on a batch."""
+    from refplastic.checkpoint import load_network
+    from refplastic.stats import compute_statistics, format_statistics, write_statistics_h5
+
+    net, x, t, loss = _network_and_batch(network, data, loss, examples)
+    init_net = load_network(init_network) if init_network is not None else None
+    values = compute_statistics(net, x, t, loss, names, init_net=init_net, seed=seed)
+    click.echo(format_statistics(values))
+    if out is not None:
+        write_statistics_h5(out, values, {"network": os.path.abspath(network), "loss": loss, "seed": seed,
+                                          "num_examples": len(x)})
+        click.echo(f"wrote {out}")
 
 
 def main(argv=None):

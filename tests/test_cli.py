@@ -103,3 +103,21 @@ def test_curvature_bad_input_is_one_line(trained, tmp_path, extra, message):
     out = run("curvature", str(trained), *extra)
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert message in out.stderr.strip().splitlines()[-1], out.stderr
+
+
+def test_stats_prints_and_writes_named_values(trained, tmp_path):
+    from refplastic.stats import read_statistics_h5
+
+    out = run("stats", str(trained), "--examples", "64", "--names", "dead_fraction,feature_effective_rank,parameter_distance",
+              "--init", str(trained), "--out", str(tmp_path / "s.h5"))
+    assert out.returncode == 0, out.stderr
+    values, attrs = read_statistics_h5(tmp_path / "s.h5")
+    assert values["parameter_distance"] == 0.0
+    assert "feature_effective_rank/layer=1" in values and attrs["num_examples"] == 64
+    assert "dead_fraction/layer=1" in out.stdout
+
+
+def test_stats_bad_name_is_one_line(trained):
+    out = run("stats", str(trained), "--names", "dormant_fraction/tau=abc")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
