@@ -1,10 +1,10 @@
 """Curvature products and matrices against torch reverse-over-reverse and finite differences.
 
 Every torch number here comes from reverse mode only (``torch.autograd.grad``, twice for second
-order): torch's forward-mode second derivatives are wrong through LayerNorm and BatchNorm in torch
-2.13 (see docs/curvature.md). Networks: MLPs and CNNs (Conv2d, MaxPool2d) with each activation,
-LayerNorm, BatchNorm1d and BatchNorm2d in train and eval mode; float64 to a relative error of
-1e-9, float32 to 1e-5.
+order): torch.func's Hessians (jacfwd or jacrev over jacrev) are wrong through LayerNorm and
+BatchNorm in torch 2.13 (see docs/curvature.md). Networks: MLPs and CNNs (Conv2d, MaxPool2d) with
+each activation, LayerNorm, BatchNorm1d and BatchNorm2d in train and eval mode; float64 to a
+relative error of 1e-9, float32 to 1e-5.
 """
 
 import numpy as np
