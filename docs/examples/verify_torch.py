@@ -43,8 +43,9 @@ def example_losses(loss, z, t):
     """l_n, the loss of example n with the same reduction over its own outputs, so that mean_n l_n = L."""
     if loss == "cross_entropy":
         return F.cross_entropy(z, t, reduction="none")
-    elementwise = F.mse_loss(z, t, reduction="none") if loss == "mse" else F.huber_loss(z, t, reduction="none", delta=1.0)
-    return elementwise.flatten(1).mean(1)
+    if loss == "mse":
+        return F.mse_loss(z, t, reduction="none").flatten(1).mean(1)
+    return F.huber_loss(z, t, reduction="none", delta=1.0).flatten(1).mean(1)
 
 
 class Case:

@@ -80,9 +80,9 @@ def check_case(case, where):
     def fail(name, message):
         raise CaseError(f"{where}: {name}: {message}")
 
-    for name, value, allowed in (("loss", case.loss, LOSSES), ("dtype", case.dtype, DTYPES), ("mode", case.mode, MODES)):
-        if value not in allowed:
-            fail(name, f"must be one of {', '.join(allowed)}, got {value!r}")
+    for name, allowed in (("loss", LOSSES), ("dtype", DTYPES), ("mode", MODES)):
+        if getattr(case, name) not in allowed:
+            fail(name, f"must be one of {', '.join(allowed)}, got {getattr(case, name)!r}")
     if not isinstance(case.architecture, list) or not case.architecture:
         fail("architecture", "must be a non-empty JSON list of layer descriptions")
     try:

@@ -83,8 +83,9 @@ def compare(theirs, reference, rtol=None):
 
 def _compare(case, path, a, b, ref, rtol):
     b = np.asarray(b)
-    floating = np.issubdtype(b.dtype, np.floating)
-    tol = (rtol if rtol is not None else DEFAULT_RTOL.get(b.dtype, DEFAULT_RTOL[np.dtype(np.float32)])) if floating else 0.0
+    tol = 0.0
+    if np.issubdtype(b.dtype, np.floating):
+        tol = rtol if rtol is not None else DEFAULT_RTOL.get(b.dtype, DEFAULT_RTOL[np.dtype(np.float32)])
     if a is None:
         return Row(case, path, "missing", rtol=tol)
     a = np.asarray(a)
