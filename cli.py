@@ -238,6 +238,52 @@ def stats(network, data, loss, examples, names, init_network, seed, out):
         click.echo(f"wrote {out}")
 
 
+@cli.command()
+@click.option("--out", type=click.Path(dir_okay=False), required=True, callback=_writable_path,
+              help="Where to write the built-in reference suite (HDF5, docs/reference-format.md).")
+def reference(out):
+    """Write the built-in suite of exact reference numbers."""
+    from refplastic.reference import write_suite
+
+    progress = _Progress()
+    try:
+        write_suite(out, progress)
+    finally:
+        progress.close()
+    click.echo(f"wrote {out}")
+
+
+@cli.command()
+@click.argument("inp", metavar="IN", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), required=True, callback=_writable_path,
+              help="Where to write IN completed with every reference quantity.")
+def compute(inp, out):
+    """Complete IN (architecture, loss, dtype, mode, params, inputs, targets) with every quantity."""
+    from refplastic.reference import compute_file
+
+    progress = _Progress()
+    try:
+        compute_file(inp, out, progress)
+    finally:
+        progress.close()
+    click.echo(f"wrote {out}")
+
+
+@cli.command()
+@click.argument("theirs", type=click.Path(dir_okay=False))
+@click.option("--reference", "reference_path", type=click.Path(dir_okay=False), default=None,
+              help="The reference file. Default: the built-in suite, computed now.")
+@click.option("--rtol", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Relative tolerance. Default: 1e-8 for float64 cases, 1e-4 for float32.")
+def verify(theirs, reference_path, rtol):
+    """Compare THEIRS with the reference: a table case x quantity; non-zero exit on a mismatch."""
+    from refplastic.reference import format_table, verify_files
+
+    rows, ok = verify_files(theirs, reference_path, rtol)
+    click.echo(format_table(rows))
+    sys.exit(0 if ok else 1)
+
+
 def main(argv=None):
     """Entry point: run the group, turning every expected failure into one line and an exit code."""
     debug = os.environ.get("REFPLASTIC_DEBUG") == "1"

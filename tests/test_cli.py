@@ -121,3 +121,41 @@ def test_stats_bad_name_is_one_line(trained):
     out = run("stats", str(trained), "--names", "dormant_fraction/tau=abc")
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_reference_compute_verify_round_trip(tmp_path):
+    import h5py
+    import numpy as np
+
+    suite = tmp_path / "suite.h5"
+    out = run("reference", "--out", str(suite))
+    assert out.returncode == 0, out.stderr
+    stripped = tmp_path / "in.h5"
+    with h5py.File(suite, "r") as src, h5py.File(stripped, "w") as dst:
+        case = src["cases/mlp_tanh_mse"]
+        group = dst.create_group("cases/mine")
+        for key in ("architecture", "loss", "dtype", "mode"):
+            group.attrs[key] = case.attrs[key]
+        for key in ("inputs", "targets", "params"):
+            src.copy(case[key], group, key)
+    out = run("compute", str(stripped), "--out", str(tmp_path / "done.h5"))
+    assert out.returncode == 0, out.stderr
+    with h5py.File(tmp_path / "done.h5", "r") as done, h5py.File(suite, "r") as src:
+        np.testing.assert_array_equal(done["cases/mine/flat_grad"][()], src["cases/mlp_tanh_mse/flat_grad"][()])
+
+    assert run("verify", str(suite), "--reference", str(suite)).returncode == 0
+    with h5py.File(suite, "a") as f:
+        f["cases/mlp_tanh_mse/flat_grad"][0] += 1.0
+    out = run("verify", str(suite), "--reference", str(tmp_path / "done.h5"))
+    assert out.returncode == 1
+
+
+@pytest.mark.parametrize("command", ["compute", "verify"])
+def test_reference_commands_reject_bad_files_in_one_line(tmp_path, command):
+    bad = tmp_path / "bad.h5"
+    bad.write_text("not hdf5")
+    args = [command, str(bad)] + (["--out", str(tmp_path / "o.h5")] if command == "compute" else [])
+    out = run(*args)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [f"Error: not a readable HDF5 file: {bad}"]
+    assert not (tmp_path / "o.h5").exists()
