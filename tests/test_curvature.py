@@ -7,6 +7,8 @@ each activation, LayerNorm, BatchNorm1d and BatchNorm2d in train and eval mode; 
 relative error of 1e-9, float32 to 1e-5.
 """
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -188,6 +190,20 @@ def test_hessian_ggn_jacobian_per_example_against_torch(arch):
         assert_close(per_example_gradients(net, loss, x, t, mode="layers"), expected, RTOL,
                      "per-example gradients (per layer)")
     assert_buffers_unchanged(net, before)
+
+
+@pytest.mark.parametrize("loss_name", LOSSES)
+@pytest.mark.parametrize("arch", ["mlp-Sigmoid", "mlp-ReLU", "layernorm", "cnn-GELU"])
+def test_hessian_routes_agree(arch, loss_name, monkeypatch):
+    """Linear layers under an MLP top take the factored route; the unit-direction route must agree."""
+    hessian_module = importlib.import_module("refplastic.curvature.hessian")
+    net, loss, x, t = problem(arch, loss_name)
+    factored = hessian(net, loss, x, t, block_size=5, symmetrize=False)
+    monkeypatch.setattr(hessian_module, "_factors", lambda batch, start: False)
+    unit = hessian(net, loss, x, t, block_size=17, symmetrize=False)
+    assert_close(factored, unit, 1e-13, "factored vs unit-direction Hessian")
+    if arch.startswith("mlp"):
+        assert not np.array_equal(factored, unit)  # the two routes really differ in the arithmetic
 
 
 @pytest.mark.parametrize("arch", ["mlp-Tanh", "mlp-GELU", "layernorm", "batchnorm1d-train", "cnn-Tanh",
