@@ -34,7 +34,7 @@ def conv_output_size(size, kernel, stride, padding):
 # wraparound (negative indices count from the end) on every access, which blocks vectorization.
 # One input row (im2col) or output row (col2im) serves all kw kernel columns while it is in L1.
 # They are serial: the GEMMs between them already use every core, and Numba's threads would
-# compete with OpenBLAS's (see also refplastic.kernels.optim).
+# fight OpenBLAS's for them (and its OpenMP layer breaks fork()ed worker processes).
 
 
 @njit(cache=True)
@@ -43,19 +43,20 @@ def _im2col(x, kh, kw, sh, sw, oh, ow, cols):
     src = x.reshape(-1)
     dst = cols.reshape(-1)
     row_length = B * oh * ow
-    for gc in range(G * C):  # (g, c): the images x[g, :, c] and the rows cols[g, (c, ., .)]
-        for i in range(kh):
-            row = (gc * kh + i) * kw * row_length  # cols[g, (c, i, 0)]
-            for b in range(B):
-                image = ((gc // C * B + b) * C + gc % C) * H * W  # x[g, b, c]
-                for oy in range(oh):
-                    line = image + (oy * sh + i) * W
-                    out = row + (b * oh + oy) * ow
-                    for j in range(kw):
-                        at = uint64(out + j * row_length)
-                        frm = uint64(line + j)
-                        for ox in range(ow):
-                            dst[at + uint64(ox)] = src[frm + uint64(ox * sw)]
+    for g in range(G):
+        for c in range(C):
+            for i in range(kh):
+                row = ((g * C + c) * kh + i) * kw * row_length  # cols[g, (c, i, 0)]
+                for b in range(B):
+                    image = ((g * B + b) * C + c) * H * W  # x[g, b, c]
+                    for oy in range(oh):
+                        line = image + (oy * sh + i) * W
+                        out = row + (b * oh + oy) * ow
+                        for j in range(kw):
+                            at = uint64(out + j * row_length)
+                            frm = uint64(line + j)
+                            for ox in range(ow):
+                                dst[at + uint64(ox)] = src[frm + uint64(ox * sw)]
 
 
 @njit(cache=True)
@@ -64,22 +65,22 @@ def _col2im(cols, kh, kw, sh, sw, oh, ow, x):
     src = cols.reshape(-1)
     dst = x.reshape(-1)
     row_length = B * oh * ow
-    for gbc in range(G * B * C):  # one image x[g, b, c] at a time
-        image = gbc * H * W
-        for k in range(H * W):
-            dst[uint64(image + k)] = 0
-        gc = gbc // (B * C) * C + gbc % C
-        b = gbc // C % B
-        for i in range(kh):
-            row = (gc * kh + i) * kw * row_length  # cols[g, (c, i, 0)]
-            for oy in range(oh):
-                line = image + (oy * sh + i) * W
-                out = row + (b * oh + oy) * ow
-                for j in range(kw):
-                    at = uint64(line + j)
-                    frm = uint64(out + j * row_length)
-                    for ox in range(ow):
-                        dst[at + uint64(ox * sw)] += src[frm + uint64(ox)]
+    for g in range(G):
+        for b in range(B):
+            for c in range(C):
+                image = ((g * B + b) * C + c) * H * W  # x[g, b, c]
+                for k in range(H * W):
+                    dst[uint64(image + k)] = 0
+                for i in range(kh):
+                    row = ((g * C + c) * kh + i) * kw * row_length  # cols[g, (c, i, 0)]
+                    for oy in range(oh):
+                        line = image + (oy * sh + i) * W
+                        out = row + (b * oh + oy) * ow
+                        for j in range(kw):
+                            at = uint64(line + j)
+                            frm = uint64(out + j * row_length)
+                            for ox in range(ow):
+                                dst[at + uint64(ox * sw)] += src[frm + uint64(ox)]
 
 
 def _output_hw(hw, kernel, stride, padding):
@@ -90,7 +91,7 @@ def im2col(x, kernel, stride, padding):
     """``cols`` of shape (G, C kh kw, B OH OW) from images ``x`` of shape (G, B, C, H, W)."""
     G, B, C = x.shape[:3]
     oh, ow = _output_hw(x.shape[3:], kernel, stride, padding)
-    (ph, pw) = padding
+    ph, pw = padding
     if ph or pw:
         x = np.pad(x, ((0, 0), (0, 0), (0, 0), (ph, ph), (pw, pw)))
     cols = np.empty((G, C * kernel[0] * kernel[1], B * oh * ow), x.dtype)
@@ -102,7 +103,7 @@ def col2im(cols, x_shape, kernel, stride, padding):
     """Images of shape ``x_shape`` (G, B, C, H, W) from ``cols`` (G, C kh kw, B OH OW), summing overlaps."""
     G, B, C, H, W = x_shape
     oh, ow = _output_hw((H, W), kernel, stride, padding)
-    (ph, pw) = padding
+    ph, pw = padding
     x = np.empty((G, B, C, H + 2 * ph, W + 2 * pw), cols.dtype)
     _col2im(np.ascontiguousarray(cols), *kernel, *stride, oh, ow, x)
     return np.ascontiguousarray(x[:, :, :, ph:ph + H, pw:pw + W]) if ph or pw else x
@@ -131,5 +132,6 @@ def col2im_naive(cols, x_shape, kernel, stride, padding):
     xp = np.zeros((G, B, C, H + 2 * ph, W + 2 * pw), cols.dtype)
     for i in range(kh):
         for j in range(kw):
-            xp[:, :, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += cols[:, :, i, j].transpose(0, 2, 1, 3, 4)
+            window = xp[:, :, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+            window += cols[:, :, i, j].transpose(0, 2, 1, 3, 4)
     return xp[:, :, :, ph:ph + H, pw:pw + W]

@@ -48,20 +48,20 @@ def _maxpool(x, kh, kw, sh, sw, ph, pw, y, argmax):
 @njit(cache=True)
 def _gather(t, argmax, out):
     K, M = t.shape[:2]
-    for km in range(K * M):
-        k, m = km // M, km % M
-        for o in range(argmax.shape[1]):
-            out[k, m, o] = t[k, m, argmax[m, o]]
+    for k in range(K):
+        for m in range(M):
+            for o in range(argmax.shape[1]):
+                out[k, m, o] = t[k, m, argmax[m, o]]
 
 
 @njit(cache=True)
 def _scatter(g, argmax, out):
     K, M = g.shape[:2]
-    for km in range(K * M):
-        k, m = km // M, km % M
-        out[k, m, :] = 0
-        for o in range(argmax.shape[1]):
-            out[k, m, argmax[m, o]] += g[k, m, o]
+    out[...] = 0
+    for k in range(K):
+        for m in range(M):
+            for o in range(argmax.shape[1]):
+                out[k, m, argmax[m, o]] += g[k, m, o]
 
 
 def maxpool(x, kernel, stride, padding):

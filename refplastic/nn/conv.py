@@ -137,7 +137,7 @@ class Conv2d(Layer):
     def forward_r(self, cache, rx, v):
         """``Ry = V2 @ cols + W2 @ im2col(Rx) + Vb`` for all K at once.
 
-        ``rcache = (Rx, v, im2col(Rx))`` (the last two ``None`` when Rx is).
+        ``rcache = (v, im2col(Rx))``, the second ``None`` when Rx is.
         """
         x_shape, cols = cache
         K, N = v["weight"].shape[0], x_shape[0]
@@ -146,13 +146,13 @@ class Conv2d(Layer):
         if rx is not None:
             rcols = self._unfold(rx)
             ry += self._matrix(self.params["weight"]) @ rcols
-        return batch_major(ry, N, self.output_hw(x_shape), v.get("bias")), (rx, v, rcols)
+        return batch_major(ry, N, self.output_hw(x_shape), v.get("bias")), (v, rcols)
 
     def backward_r(self, cache, rcache, gy, rgy, rgrads, need_input_grad=True):
         """``RgW = Rgy2 @ cols^T + gy2 @ im2col(Rx)^T``, ``Rgb = sum Rgy`` and, if asked,
         ``Rgx = col2im(W2^T @ Rgy2 + V2^T @ gy2)``, for all K at once."""
         x_shape, cols = cache
-        rx, v, rcols = rcache
+        v, rcols = rcache
         gy2 = channel_major(gy[None])[0]
         rgy2 = channel_major(rgy)  # (K, O, N OH OW)
         rgw = self._matrix(rgrads["weight"])
