@@ -56,11 +56,13 @@ def hessian(net, loss, x, t, block_size=64, symmetrize=True, progress=None, retu
         if progress is not None:
             progress(hi, P)
         H[lo:hi, :lo] = H[:lo, lo:hi].T
-        block = H[lo:hi, lo:hi]
-        asymmetry = max(asymmetry, float(np.max(np.abs(block - block.T))))
-        scale = max(scale, float(np.max(np.abs(block))))
-        if symmetrize:
-            block[...] = (block + block.T) / 2  # exactly symmetric: + commutes
+        block, transposed = H[lo:hi, lo:hi], H[lo:hi, lo:hi].T.copy()
+        skew = np.subtract(block, transposed)
+        asymmetry = max(asymmetry, float(skew.max()), -float(skew.min()))
+        scale = max(scale, float(block.max()), -float(block.min()))
+        if symmetrize:  # (B + B^T) / 2, exactly symmetric since + commutes
+            block += transposed
+            block *= 0.5
     asymmetry /= scale
     return (H, asymmetry) if return_asymmetry else H
 
