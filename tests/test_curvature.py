@@ -32,7 +32,8 @@ def mlp(act):
 
 
 def cnn(act):
-    return [Conv2d(2, 3, 3, padding=1), act(), MaxPool2d(2), Conv2d(3, 4, 2), act(), Flatten(), Linear(16, 3)], (4, 2, 6, 6)
+    layers = [Conv2d(2, 3, 3, padding=1), act(), MaxPool2d(2), Conv2d(3, 4, 2), act(), Flatten(), Linear(16, 3)]
+    return layers, (4, 2, 6, 6)
 
 
 ARCHITECTURES = {

@@ -57,8 +57,10 @@ def compare(norm):
     theta = torch.from_numpy(net.get_flat())
     P = theta.numel()
     func = torch.func
-    transforms = {"torch.func.hessian": func.hessian(loss_of_flat), "jacrev(jacrev)": func.jacrev(func.jacrev(loss_of_flat)),
-                  "jacrev(grad)": func.jacrev(func.grad(loss_of_flat)), "jacfwd(grad)": func.jacfwd(func.grad(loss_of_flat))}
+    transforms = {"torch.func.hessian": func.hessian(loss_of_flat),
+                  "jacrev(jacrev)": func.jacrev(func.jacrev(loss_of_flat)),
+                  "jacrev(grad)": func.jacrev(func.grad(loss_of_flat)),
+                  "jacfwd(grad)": func.jacfwd(func.grad(loss_of_flat))}
     leaf = theta.clone().requires_grad_(True)
     grad = reverse_gradient(leaf, create_graph=True)
     double_backward = np.stack([torch.autograd.grad(grad[i], leaf, retain_graph=True)[0].numpy()

@@ -93,9 +93,10 @@ def _linear_rows(batch, start, ranges, block_size, H):
     x = batch.caches[start]
     n, (out, d) = x.shape[0], layers[start].params["weight"].shape
     X = np.concatenate([x, np.ones((n, 1), dtype)], axis=1) if layers[start].bias else x
-    lo = ranges_start = dict(ranges)[start][0]
+    columns = dict(ranges)
+    lo = columns[start][0]
     weight_rows = H[lo:lo + out * d].reshape(out, d, -1)  # [a, b]: the row of W[a, b]
-    bias_rows = H[ranges_start + out * d:ranges_start + out * d + out] if layers[start].bias else None
+    bias_rows = H[lo + out * d:lo + out * d + out] if layers[start].bias else None  # [a]: the row of b[a]
     for a0 in range(0, out, block_size):
         a1 = min(out, a0 + block_size)
         k = a1 - a0
@@ -112,7 +113,7 @@ def _linear_rows(batch, start, ranges, block_size, H):
             if isinstance(layers[u], Linear):
                 u_input = x if u == start else batch.caches[u]
                 sums = _weighted_sums(X, u_input, batch.gys[u], rg, inputs.get(u))
-                _put(sums, layers[u], dict(ranges)[u], weight_rows[a0:a1], None if bias_rows is None else bias_rows[a0:a1])
+                _put(sums, layers[u], columns[u], weight_rows[a0:a1], None if bias_rows is None else bias_rows[a0:a1])
             if u > start:
                 rg = layers[u].backward_r(batch.caches[u], rcaches[u], batch.gys[u], rg, scratch[u])
 
