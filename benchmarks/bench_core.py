@@ -4,7 +4,8 @@ Workloads (issue "Core"): an MLP 784-256-256-10 Adam train step on a batch of 12
 the DQN "Nature" CNN (4x84x84 -> 32c8s4 -> 64c4s2 -> 64c3s1 -> 512 -> 18) Adam train step on a
 batch of 32 (MSE on all 18 outputs) and its forward pass on a batch of 1; float32 and float64.
 Both libraries use the same thread count. Each timing is the median over ``--repeats`` rounds
-of the mean over a round's iterations; rounds alternate between the two libraries.
+of the mean over a round's iterations; rounds alternate between the two libraries, with a pause
+before each so that the other library's spinning worker threads are parked.
 
     python benchmarks/bench_core.py [--threads 2] [--repeats 7] [--markdown]
 
@@ -110,13 +111,20 @@ def seconds_per_call(f, budget=0.05):
     return (time.perf_counter() - start) / n
 
 
+def settle():
+    """Let the other library's worker threads stop spinning before a round starts."""
+    time.sleep(0.3)
+
+
 def compare(ours, theirs, repeats):
     for f in (ours, theirs):  # warm up: compile, allocate
         for _ in range(3):
             f()
     a, b = [], []
     for _ in range(repeats):
+        settle()
         a.append(seconds_per_call(ours))
+        settle()
         b.append(seconds_per_call(theirs))
     return float(np.median(a)), float(np.median(b))
 
