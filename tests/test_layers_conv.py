@@ -28,7 +28,8 @@ CONV_CASES = [  # (in, out, kernel_size, stride, padding, bias), input shape
 @pytest.mark.parametrize("input_grad", [True, False])
 @pytest.mark.parametrize("args,x_shape", CONV_CASES, ids=lambda c: repr(c))
 def test_conv2d(args, x_shape, input_grad, dtype):
-    check_layer(Conv2d(*args), x_shape, np.random.default_rng(0), dtype, input_grad=input_grad)
+    *positional, bias = args
+    check_layer(Conv2d(*positional, bias=bias), x_shape, np.random.default_rng(0), dtype, input_grad=input_grad)
 
 
 POOL_CASES = [  # (kernel_size, stride, padding), input shape

@@ -155,3 +155,14 @@ def test_network_with_normalisation_against_torch(mode, dtype):
         assert_close(buf, module.state_dict()[name].numpy(), rtol, name)
         if mode == "eval":
             np.testing.assert_array_equal(buf, buffers[name])
+
+
+def test_torch_constructor_signatures_are_accepted():
+    from refplastic.nn import Conv2d
+
+    conv = Conv2d(4, 8, 3, 2, 1, 1, 1, False)  # torch's positional order: ..., dilation, groups, bias
+    assert conv.config()["bias"] is False and "bias" not in conv.param_shapes
+    arch = [{"type": "Linear", "in_features": 3, "out_features": 4}, {"type": "ReLU", "inplace": True},
+            {"type": "LeakyReLU", "negative_slope": 0.2, "inplace": False}]
+    net = Network.from_architecture(arch, np.random.default_rng(0))
+    assert net(np.ones((2, 3))).shape == (2, 4)

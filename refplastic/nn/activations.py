@@ -65,7 +65,11 @@ class Identity(Elementwise):
 
 
 class ReLU(Elementwise):
-    """``phi(x) = max(x, 0)``, ``phi'(x) = [x > 0]``."""
+    """``phi(x) = max(x, 0)``, ``phi'(x) = [x > 0]``. ``inplace`` is accepted as in torch and has
+    no effect: outputs are always new arrays."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
 
     def phi(self, x):
         return np.maximum(x, 0)
@@ -75,9 +79,10 @@ class ReLU(Elementwise):
 
 
 class LeakyReLU(Elementwise):
-    """``phi(x) = x if x > 0 else s x``, ``phi'(x) = 1 if x > 0 else s`` (s = negative_slope)."""
+    """``phi(x) = x if x > 0 else s x``, ``phi'(x) = 1 if x > 0 else s`` (s = negative_slope).
+    ``inplace`` is accepted as in torch and has no effect."""
 
-    def __init__(self, negative_slope=0.01):
+    def __init__(self, negative_slope=0.01, inplace=False):
         super().__init__()
         self.negative_slope = float(negative_slope)
 

@@ -56,14 +56,15 @@ def batch_major(a, n, out_hw, bias=None):
 
 
 class Conv2d(Layer):
-    """``Conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True)``.
+    """``Conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+    bias=True, padding_mode="zeros")``, torch's signature.
 
     ``kernel_size``, ``stride`` and ``padding`` are ints or pairs (height, width). ``dilation``,
     ``groups`` and ``padding_mode`` are accepted at their defaults only.
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True, *,
-                 dilation=1, groups=1, padding_mode="zeros"):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, padding_mode="zeros"):
         super().__init__()
         if as_pair(dilation, "dilation", 1) != (1, 1):
             raise ValueError(f"Conv2d supports dilation=1 only, got dilation={dilation!r}")
