@@ -4,10 +4,10 @@ Workloads (issue "Core"): an MLP 784-256-256-10 Adam train step on a batch of 12
 the DQN "Nature" CNN (4x84x84 -> 32c8s4 -> 64c4s2 -> 64c3s1 -> 512 -> 18) Adam train step on a
 batch of 32 (MSE on all 18 outputs) and its forward pass on a batch of 1; float32 and float64.
 Both libraries use the same thread count. Each timing is the median over ``--repeats`` rounds
-of the mean over a round's iterations; rounds alternate between the two libraries, with a pause
+of the mean over a round's iterations (about 0.3 s of them); rounds alternate between the two libraries, with a pause
 before each so that the other library's spinning worker threads are parked.
 
-    python benchmarks/bench_core.py [--threads 2] [--repeats 7] [--markdown]
+    python benchmarks/bench_core.py [--threads 2] [--repeats 7] [--markdown] [--only NAME] [--alone]
 
 torch is needed here (the ``test`` extra) but never by refplastic itself.
 """
@@ -21,6 +21,8 @@ ARGS.add_argument("--threads", type=int, default=2)
 ARGS.add_argument("--repeats", type=int, default=7)
 ARGS.add_argument("--markdown", action="store_true", help="print a Markdown table")
 ARGS.add_argument("--only", default="", help="run workloads whose name contains this")
+ARGS.add_argument("--alone", action="store_true",
+                  help="time refplastic only: torch is built but never run, so it cannot disturb the process")
 args = ARGS.parse_args()
 os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)  # numpy's BLAS, before numpy loads
 os.environ["NUMBA_NUM_THREADS"] = str(args.threads)
@@ -98,8 +100,9 @@ def forward_pair(layers, x_shape, dtype, rng):
     return (lambda: net(x)), theirs
 
 
-def seconds_per_call(f, budget=0.05):
-    """Iterations per round chosen so that a round takes about ``budget`` seconds."""
+def seconds_per_call(f, budget=0.3):
+    """Mean seconds per call over a round of about ``budget`` seconds, after one untimed call
+    that wakes the worker threads parked by :func:`settle`."""
     f()
     start = time.perf_counter()
     f()
@@ -117,16 +120,17 @@ def settle():
 
 
 def compare(ours, theirs, repeats):
-    for f in (ours, theirs):  # warm up: compile, allocate
+    for f in (ours,) if args.alone else (ours, theirs):  # warm up: compile, allocate
         for _ in range(3):
             f()
     a, b = [], []
     for _ in range(repeats):
         settle()
         a.append(seconds_per_call(ours))
-        settle()
-        b.append(seconds_per_call(theirs))
-    return float(np.median(a)), float(np.median(b))
+        if not args.alone:
+            settle()
+            b.append(seconds_per_call(theirs))
+    return float(np.median(a)), (float(np.median(b)) if b else float("nan"))
 
 
 def workloads():
