@@ -11,57 +11,29 @@ Workloads (issue "curvature"):
   512 -> 18) on a batch of 32, MSE, float32: Lanczos with full reorthogonalisation, 60 steps,
   the same refplastic Lanczos code driven by refplastic's HVP or by torch's double-backward HVP;
   and one HVP of that network.
-Both libraries use the same thread count. Each timing is the median over ``--repeats`` rounds
-(``--lanczos-repeats`` for the Lanczos runs) of the mean over a round's iterations; rounds
-alternate between the two libraries.
+Timing protocol: benchmarks/harness.py (``--lanczos-repeats`` rounds for the Lanczos runs).
 
     python benchmarks/bench_curvature.py [--threads 2] [--repeats 7] [--markdown] [--only TEXT]
 """
 
-import argparse
-import os
-import sys
+import harness
 
-ARGS = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-ARGS.add_argument("--threads", type=int, default=2)
-ARGS.add_argument("--repeats", type=int, default=7)
-ARGS.add_argument("--lanczos-repeats", type=int, default=1)
-ARGS.add_argument("--markdown", action="store_true", help="print a Markdown table")
-ARGS.add_argument("--only", default="", help="run workloads whose name contains this")
-args = ARGS.parse_args()
-os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)  # numpy's BLAS, before numpy loads
-os.environ["NUMBA_NUM_THREADS"] = str(args.threads)
-
-import time  # noqa: E402
+args = harness.parse_args(__doc__.split("\n")[0], [(("--lanczos-repeats",), {"type": int, "default": 1})])
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from refplastic.curvature import CurvatureBatch, hessian, hvp, lanczos_extremes  # noqa: E402
-from refplastic.nn import Flatten, Linear, Network, ReLU, Tanh, make_loss  # noqa: E402
-from refplastic.nn.conv import Conv2d  # noqa: E402
+from refplastic.nn import Linear, Network, Tanh, make_loss  # noqa: E402
 
-torch.set_num_threads(args.threads)
-TORCH = {np.float32: torch.float32, np.float64: torch.float64}
 TORCH_LOSS = {"mse": torch.nn.functional.mse_loss, "cross_entropy": torch.nn.functional.cross_entropy}
-
-
-def torch_twin(net):
-    layers = []
-    for spec in net.architecture():
-        spec = dict(spec)
-        layers.append(getattr(torch.nn, spec.pop("type"))(**spec))
-    module = torch.nn.Sequential(*layers).to(TORCH[net.dtype])
-    module.load_state_dict({k: torch.from_numpy(v) for k, v in net.state_dict().items()})
-    return module
 
 
 def problem(layers, x_shape, loss_name, dtype, seed=0):
     """``(net, loss, x, t, module, torch_loss_of_module)`` with the same weights and batch."""
     rng = np.random.default_rng(seed)
     net = Network(layers, rng, dtype)
-    module = torch_twin(net)
+    module = harness.torch_twin(net)
     x = rng.normal(size=x_shape).astype(dtype)
     out = net(x[:1]).shape[1]
     t = rng.integers(0, out, size=x_shape[0]) if loss_name == "cross_entropy" else \
@@ -84,8 +56,7 @@ def torch_hvp_closures(module, torch_loss, v):
 
 
 def mlp_hvp(dtype, same_batch):
-    net, loss, x, t, module, torch_loss = problem(
-        [Linear(784, 256), ReLU(), Linear(256, 256), ReLU(), Linear(256, 10)], (128, 784), "cross_entropy", dtype)
+    net, loss, x, t, module, torch_loss = problem(harness.mlp_layers(), (128, 784), "cross_entropy", dtype)
     v = np.random.default_rng(1).normal(size=net.num_parameters).astype(dtype)
     fresh, retained = torch_hvp_closures(module, torch_loss, v)
     if same_batch:
@@ -109,9 +80,7 @@ def small_hessian():
 
 
 def nature_cnn(dtype):
-    layers = [Conv2d(4, 32, 8, stride=4), ReLU(), Conv2d(32, 64, 4, stride=2), ReLU(), Conv2d(64, 64, 3, stride=1),
-              ReLU(), Flatten(), Linear(3136, 512), ReLU(), Linear(512, 18)]
-    return problem(layers, (32, 4, 84, 84), "mse", dtype)
+    return problem(harness.nature_cnn_layers(), (32, 4, 84, 84), "mse", dtype)
 
 
 def cnn_hvp(dtype):
@@ -148,32 +117,6 @@ def cnn_lanczos(dtype, k=20, steps=60):
     return ours, theirs
 
 
-def seconds_per_call(f, budget=0.05):
-    """Iterations per round chosen so that a round takes about ``budget`` seconds (a call that
-    takes longer than that is its own round)."""
-    start = time.perf_counter()
-    f()
-    once = max(time.perf_counter() - start, 1e-7)
-    if once >= budget:
-        return once
-    n = int(budget / once)
-    start = time.perf_counter()
-    for _ in range(n):
-        f()
-    return (time.perf_counter() - start) / n
-
-
-def compare(ours, theirs, repeats, warmup=3):
-    for f in (ours, theirs):  # warm up: compile, allocate
-        for _ in range(warmup):
-            f()
-    a, b = [], []
-    for _ in range(repeats):
-        a.append(seconds_per_call(ours))
-        b.append(seconds_per_call(theirs))
-    return float(np.median(a)), float(np.median(b))
-
-
 def workloads():
     for dtype in (np.float32, np.float64):
         name = np.dtype(dtype).name
@@ -185,23 +128,5 @@ def workloads():
         args.lanczos_repeats, 0
 
 
-def main():
-    rows = []
-    for workload, dtype, make, repeats, warmup in workloads():
-        if args.only and args.only not in workload:
-            continue
-        ours, theirs = compare(*make(), repeats, warmup)
-        rows.append((workload, dtype, ours * 1e3, theirs * 1e3, ours / theirs))
-        if not args.markdown:
-            print(f"{workload:<52} {dtype:<8} refplastic {ours * 1e3:10.3f} ms  torch {theirs * 1e3:10.3f} ms  "
-                  f"ratio {ours / theirs:5.2f}", flush=True)
-    if args.markdown:
-        print("| workload | dtype | refplastic (ms) | torch (ms) | ratio refplastic/torch |")
-        print("|---|---|---:|---:|---:|")
-        for workload, dtype, ours, theirs, ratio in rows:
-            print(f"| {workload} | {dtype} | {ours:.3f} | {theirs:.3f} | {ratio:.2f} |")
-    print(f"\nthreads={args.threads}, torch {torch.__version__}, numpy {np.__version__}")
-
-
 if __name__ == "__main__":
-    main()
+    harness.run(workloads(), args)

@@ -75,7 +75,7 @@ def test_curvature_on_the_training_data(trained, tmp_path):
     report = read_report_h5(tmp_path / "c.h5")
     exact = report["hessian"]["eigenvalues"]
     assert abs(report["hessian"]["lanczos"]["top"][-1] - exact[-1]) <= 1e-8 * abs(exact[-1])
-    assert f"hessian/largest_eigenvalue" in out.stdout
+    assert "hessian/largest_eigenvalue" in out.stdout
 
 
 def test_curvature_on_a_data_file(trained, tmp_path):

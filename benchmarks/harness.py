@@ -1,0 +1,125 @@
+"""What the benchmark scripts share: arguments and thread counts, the torch twin of a network,
+the timing protocol and the table.
+
+Timing protocol: each workload is a pair of closures doing the same work in refplastic and in
+torch. After warm-up calls, rounds alternate between the two; each round starts with a pause
+that lets the other library's spinning worker threads park, then one untimed call, then calls
+for about ``budget`` seconds (a call longer than that is its own round). A cell is the median
+over rounds of a round's mean time per call.
+
+Import this module before numpy: :func:`parse_args` sets the BLAS and Numba thread counts,
+which numpy and Numba read when they load.
+"""
+
+import argparse
+import os
+import sys
+import time
+from statistics import median
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+
+def parse_args(description, extra=()):
+    """Parse the common options (and ``extra``: ``(flags, kwargs)`` pairs); set thread counts."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument("--only", default="", help="run workloads whose name contains this")
+    parser.add_argument("--alone", action="store_true",
+                        help="time refplastic only: torch is built but never run, so it cannot disturb the process")
+    for flags, kwargs in extra:
+        parser.add_argument(*flags, **kwargs)
+    args = parser.parse_args()
+    os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)  # numpy's BLAS, before numpy loads
+    os.environ["NUMBA_NUM_THREADS"] = str(args.threads)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    return args
+
+
+def mlp_layers():
+    """MLP 784-256-256-10 with ReLU."""
+    from refplastic.nn import Linear, ReLU
+
+    return [Linear(784, 256), ReLU(), Linear(256, 256), ReLU(), Linear(256, 10)]
+
+
+def nature_cnn_layers():
+    """The DQN "Nature" CNN: 4x84x84 -> 32c8s4 -> 64c4s2 -> 64c3s1 -> 512 -> 18."""
+    from refplastic.nn import Conv2d, Flatten, Linear, ReLU
+
+    return [Conv2d(4, 32, 8, stride=4), ReLU(), Conv2d(32, 64, 4, stride=2), ReLU(), Conv2d(64, 64, 3, stride=1),
+            ReLU(), Flatten(), Linear(3136, 512), ReLU(), Linear(512, 18)]
+
+
+def torch_twin(net):
+    """The torch.nn.Sequential with ``net``'s architecture, dtype and weights."""
+    import torch
+
+    layers = []
+    for spec in net.architecture():
+        spec = dict(spec)
+        layers.append(getattr(torch.nn, spec.pop("type"))(**spec))
+    module = torch.nn.Sequential(*layers).to(getattr(torch, net.dtype.__name__))
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in net.state_dict().items()})
+    return module
+
+
+def settle():
+    """Let the other library's worker threads stop spinning before a round starts."""
+    time.sleep(0.3)
+
+
+def seconds_per_call(f, budget=0.3):
+    """Mean seconds per call over a round of about ``budget`` seconds (see the module docstring)."""
+    f()
+    start = time.perf_counter()
+    f()
+    once = max(time.perf_counter() - start, 1e-7)
+    if once >= budget:
+        return once
+    n = int(budget / once)
+    start = time.perf_counter()
+    for _ in range(n):
+        f()
+    return (time.perf_counter() - start) / n
+
+
+def compare(ours, theirs, repeats, alone=False, warmup=3):
+    """``(refplastic seconds, torch seconds)`` per call; torch's is NaN with ``alone``."""
+    for f in (ours,) if alone else (ours, theirs):  # warm up: compile, allocate
+        for _ in range(warmup):
+            f()
+    a, b = [], []
+    for _ in range(repeats):
+        settle()
+        a.append(seconds_per_call(ours))
+        if not alone:
+            settle()
+            b.append(seconds_per_call(theirs))
+    return median(a), (median(b) if b else float("nan"))
+
+
+def run(workloads, args):
+    """Time ``workloads`` (``(name, dtype, make_pair, repeats, warmup)``) and print the table."""
+    import numpy as np
+    import torch
+
+    rows = []
+    for workload, dtype, make, repeats, warmup in workloads:
+        if args.only and args.only not in workload:
+            continue
+        ours, theirs = compare(*make(), repeats, args.alone, warmup)
+        rows.append((workload, dtype, ours * 1e3, theirs * 1e3, ours / theirs))
+        if not args.markdown:
+            print(f"{workload:<52} {dtype:<8} refplastic {ours * 1e3:10.3f} ms  torch {theirs * 1e3:10.3f} ms  "
+                  f"ratio {ours / theirs:5.2f}", flush=True)
+    if args.markdown:
+        print("| workload | dtype | refplastic (ms) | torch (ms) | ratio refplastic/torch |")
+        print("|---|---|---:|---:|---:|")
+        for workload, dtype, ours, theirs, ratio in rows:
+            print(f"| {workload} | {dtype} | {ours:.3f} | {theirs:.3f} | {ratio:.2f} |")
+    print(f"\nthreads={args.threads}, torch {torch.__version__}, numpy {np.__version__}")
