@@ -166,3 +166,25 @@ def test_torch_constructor_signatures_are_accepted():
             {"type": "LeakyReLU", "negative_slope": 0.2, "inplace": False}]
     net = Network.from_architecture(arch, np.random.default_rng(0))
     assert net(np.ones((2, 3))).shape == (2, 4)
+
+
+def test_backward_without_parameter_gradients_gives_the_same_cotangents():
+    from refplastic.curvature import CurvatureBatch
+    from refplastic.nn import BatchNorm2d, Conv2d, Flatten, LayerNorm, MaxPool2d
+
+    rng = np.random.default_rng(7)
+    net = Network([Conv2d(2, 3, 3, padding=1), BatchNorm2d(3), ReLU(), MaxPool2d(2), Flatten(), Linear(12, 5),
+                   LayerNorm(5), Tanh(), Linear(5, 2)], rng)
+    x, t = rng.normal(size=(4, 2, 4, 4)), rng.normal(size=(4, 2))
+    _, caches = net.forward_cached(x)
+    gy = rng.normal(size=(4, 2))
+    for i in range(len(net.layers) - 1, -1, -1):
+        layer = net.layers[i]
+        grads = {k: np.full_like(p, np.nan) for k, p in layer.params.items()}
+        with_grads = layer.backward(caches[i], gy, grads)
+        without = layer.backward(caches[i], gy, None)
+        np.testing.assert_array_equal(without, with_grads)
+        assert all(np.all(np.isfinite(g)) for g in grads.values())
+        gy = with_grads
+    batch = CurvatureBatch(net, MSELoss(), x, t)
+    np.testing.assert_array_equal(batch.grad, net.loss_and_grad(x, t, MSELoss())[1])

@@ -48,7 +48,8 @@ class CurvatureBatch:
 
     With ``loss=None`` (and any ``t``) only the Jacobian products ``jvp`` and ``vjp`` are meaningful.
 
-    Attributes: ``value`` (the loss L), ``z`` (outputs), ``grad`` (dL/dtheta, shape (P,)).
+    Attributes: ``value`` (the loss L), ``z`` (outputs), ``grad`` (dL/dtheta, shape (P,), computed
+    on first use).
     Every product takes directions of shape (P,) or (K, P) and returns the same leading shape.
     """
 
@@ -61,13 +62,20 @@ class CurvatureBatch:
         else:
             self.value, self.loss_cache = loss.forward(self.z, t)
             self.gz = loss.backward(self.loss_cache)
-        self.grad = np.empty(net.num_parameters, net.dtype)
-        grads = net.unflatten(self.grad)
         self.gys = [None] * len(net.layers)  # gys[i]: cotangent of layer i's output
         g = self.gz
         for i in range(len(net.layers) - 1, -1, -1):
             self.gys[i] = g
-            g = net.layers[i].backward(self.caches[i], g, grads[i], need_input_grad=i > 0)
+            g = net.layers[i].backward(self.caches[i], g, None, need_input_grad=i > 0)
+
+    @functools.cached_property
+    def grad(self):
+        """``dL/dtheta`` (P,), from the kept cotangents: products need only those, so it is
+        computed on first use."""
+        grad = np.empty(self.net.num_parameters, self.net.dtype)
+        for layer, cache, gy, grads in zip(self.net.layers, self.caches, self.gys, self.net.unflatten(grad)):
+            layer.backward(cache, gy, grads, need_input_grad=False)
+        return grad
 
     @functools.cached_property
     def zero_gys(self):

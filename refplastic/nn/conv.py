@@ -128,9 +128,10 @@ class Conv2d(Layer):
         """``gW = gy2 @ cols^T``, ``gb = sum gy``; returns ``gx = col2im(W2^T @ gy2)`` if asked."""
         x_shape, cols = cache
         gy2 = channel_major(gy[None])[0]
-        np.matmul(gy2, cols.T, out=self._matrix(grads["weight"]))
-        if self.bias:
-            np.sum(gy2, axis=1, out=grads["bias"])
+        if grads is not None:
+            np.matmul(gy2, cols.T, out=self._matrix(grads["weight"]))
+            if self.bias:
+                np.sum(gy2, axis=1, out=grads["bias"])
         if not need_input_grad:
             return None
         return self._fold((self._matrix(self.params["weight"]).T @ gy2)[None], (1, *x_shape))[0]

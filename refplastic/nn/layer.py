@@ -62,7 +62,10 @@ class Layer:
         raise NotImplementedError
 
     def backward(self, cache, gy, grads, need_input_grad=True):
-        """Write ``J_theta^T gy`` into ``grads`` (dict of arrays); return ``J_x^T gy`` or ``None``."""
+        """Write ``J_theta^T gy`` into ``grads`` (dict of arrays); return ``J_x^T gy`` or ``None``.
+
+        ``grads=None`` skips the parameter gradients: curvature products need only the cotangents.
+        """
         raise NotImplementedError
 
     def forward_r(self, cache, rx, v):

@@ -53,10 +53,11 @@ class Linear(Layer):
         return y, x
 
     def backward(self, x, gy, grads, need_input_grad=True):
-        gy2 = _rows(gy)
-        np.matmul(gy2.T, _rows(x), out=grads["weight"])
-        if self.bias:
-            np.sum(gy2, axis=0, out=grads["bias"])
+        if grads is not None:
+            gy2 = _rows(gy)
+            np.matmul(gy2.T, _rows(x), out=grads["weight"])
+            if self.bias:
+                np.sum(gy2, axis=0, out=grads["bias"])
         return gy @ self.params["weight"] if need_input_grad else None
 
     def forward_r(self, x, rx, v):

@@ -107,9 +107,9 @@ class Normalization(Layer):
         return y, s
 
     def backward(self, s, gy, grads, need_input_grad=True):
-        if "weight" in self.params:
+        if grads is not None and "weight" in self.params:
             np.sum(gy * s.xhat, axis=s.param_axes, out=grads["weight"])
-        if "bias" in self.params:
+        if grads is not None and "bias" in self.params:
             np.sum(gy, axis=s.param_axes, out=grads["bias"])
         return self._jacobian(s, self._gamma_times(gy, s)) if need_input_grad else None
 
