@@ -151,3 +151,33 @@ def check_layer_finite_differences(net, x, w, c, rx, v, grad, gx, ry, rgrad, rgx
         assert_close(rgrad, (gp - gm) / (2 * h), tol, f"{layer} backward_r params vs FD")
     if rx is not None:
         assert_close(rgx, (gxp - gxm) / (2 * h), tol, f"{layer} backward_r input vs FD")
+
+
+TORCH_LOSSES = {"mse": torch.nn.functional.mse_loss, "huber": torch.nn.functional.huber_loss,
+                "cross_entropy": torch.nn.functional.cross_entropy}
+
+
+def check_network(net, x, t, loss, rng, K=3):
+    """Loss, gradient and K Hessian-vector products of a whole network against torch.
+
+    The HVPs run through the network's R-maps (``forward_r``, then the loss's output Hessian,
+    then ``backward_r``) and are compared with torch's double backward, to ``RTOL``.
+    """
+    module = torch_module(net)
+    rtol = RTOL[net.dtype]
+    value, grad = net.loss_and_grad(x, t, loss)
+    params = list(module.parameters())
+    lt = TORCH_LOSSES[loss.name](module(torch.tensor(x)), torch.tensor(t))
+    gt = torch.autograd.grad(lt, params, create_graph=True)
+    assert_close(value, lt.item(), rtol, "loss")
+    assert_close(grad, torch.cat([g.reshape(-1) for g in gt]).detach().numpy(), rtol, "gradient")
+
+    V = rng.normal(size=(K, net.num_parameters)).astype(net.dtype)
+    z, caches = net.forward_cached(x)
+    _, lcache = loss.forward(z, t)
+    rz, rcaches = net.forward_r(caches, V)
+    hv = net.backward_r(caches, rcaches, loss.backward(lcache), loss.backward_r(lcache, rz), np.empty_like(V))
+    for k in range(K):
+        vs = [torch.tensor(V[k, s:e].reshape(p.shape)) for p, (s, e) in zip(params, net.parameter_offsets().values())]
+        ht = torch.autograd.grad(gt, params, grad_outputs=vs, retain_graph=True)
+        assert_close(hv[k], torch.cat([h.reshape(-1) for h in ht]).numpy(), rtol, f"HVP[{k}]")

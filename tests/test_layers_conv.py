@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from oracle import RTOL, assert_close, check_layer, torch_module
+from oracle import check_layer, check_network
 
 from refplastic.nn import Flatten, Linear, MSELoss, Network, ReLU
 from refplastic.nn.conv import Conv2d
@@ -88,27 +88,9 @@ def test_small_cnn_gradient_and_hvp_against_torch(dtype):
     rng = np.random.default_rng(7)
     net = Network([Conv2d(2, 4, 3, 2, 1), ReLU(), MaxPool2d(2, 1), Conv2d(4, 3, 2), ReLU(), Flatten(),
                    Linear(27, 2)], rng, dtype)
-    module = torch_module(net)
     x = rng.normal(size=(3, 2, 9, 9)).astype(dtype)
     t = rng.normal(size=(3, 2)).astype(dtype)
-    loss = MSELoss()
-    value, grad = net.loss_and_grad(x, t, loss)
-    params = list(module.parameters())
-    lt = torch.nn.functional.mse_loss(module(torch.tensor(x)), torch.tensor(t))
-    gt = torch.autograd.grad(lt, params, create_graph=True)
-    rtol = RTOL[dtype]
-    assert_close(value, lt.item(), rtol, "loss")
-    assert_close(grad, torch.cat([g.reshape(-1) for g in gt]).detach().numpy(), rtol, "gradient")
-
-    V = rng.normal(size=(3, net.num_parameters)).astype(dtype)
-    z, caches = net.forward_cached(x)
-    _, lcache = loss.forward(z, t)
-    rz, rcaches = net.forward_r(caches, V)
-    hv = net.backward_r(caches, rcaches, loss.backward(lcache), loss.backward_r(lcache, rz), np.empty_like(V))
-    for k in range(3):
-        vs = [torch.tensor(V[k, s:e].reshape(p.shape)) for p, (s, e) in zip(params, net.parameter_offsets().values())]
-        ht = torch.autograd.grad(gt, params, grad_outputs=vs, retain_graph=True)
-        assert_close(hv[k], torch.cat([h.reshape(-1) for h in ht]).numpy(), rtol, f"HVP[{k}]")
+    check_network(net, x, t, MSELoss(), rng)
 
 
 def test_config_rebuilds_the_torch_module_and_the_layer():

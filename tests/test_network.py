@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from oracle import RTOL, assert_close, torch_module
+from oracle import RTOL, assert_close, check_network, torch_module
 
 from refplastic.nn import GELU, Linear, MSELoss, Network, ReLU, Sigmoid, Tanh, make_loss
 
@@ -84,33 +84,9 @@ def test_architecture_round_trip():
 def test_network_gradient_and_hvp_against_torch(act, loss_name, dtype):
     rng = np.random.default_rng(1)
     net = mlp(rng, dtype, act)
-    module = torch_module(net)
     x = rng.normal(size=(10, 6)).astype(dtype)
     t = rng.integers(0, 3, size=10) if loss_name == "cross_entropy" else rng.normal(size=(10, 3)).astype(dtype)
-    loss = make_loss(loss_name)
-    value, grad = net.loss_and_grad(x, t, loss)
-
-    torch_loss = {"mse": torch.nn.functional.mse_loss, "huber": torch.nn.functional.huber_loss,
-                  "cross_entropy": torch.nn.functional.cross_entropy}[loss_name]
-    params = list(module.parameters())
-    lt = torch_loss(module(torch.tensor(x)), torch.tensor(t))
-    gt = torch.autograd.grad(lt, params, create_graph=True)
-    rtol = RTOL[dtype]
-    assert_close(value, lt.item(), rtol, "loss")
-    assert_close(grad, torch.cat([g.reshape(-1) for g in gt]).detach().numpy(), rtol, "gradient")
-
-    # Hessian-vector products for K = 3 directions through the network's R-maps
-    V = rng.normal(size=(3, net.num_parameters)).astype(dtype)
-    z, caches = net.forward_cached(x)
-    _, lcache = loss.forward(z, t)
-    rz, rcaches = net.forward_r(caches, V)
-    hv = net.backward_r(caches, rcaches, loss.backward(lcache), loss.backward_r(lcache, rz),
-                        np.empty_like(V))
-    for k in range(3):
-        vs = [torch.tensor(a) for a in (V[k, s:e].reshape(p.shape) for p, (s, e) in
-                                       zip(params, net.parameter_offsets().values()))]
-        ht = torch.autograd.grad(gt, params, grad_outputs=vs, retain_graph=True)
-        assert_close(hv[k], torch.cat([h.reshape(-1) for h in ht]).numpy(), rtol, f"HVP[{k}]")
+    check_network(net, x, t, make_loss(loss_name), rng)
 
 
 def test_input_dtype_is_cast_to_the_network_dtype():
