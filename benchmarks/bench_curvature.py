@@ -24,23 +24,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from refplastic.curvature import CurvatureBatch, hessian, hvp, lanczos_extremes  # noqa: E402
-from refplastic.nn import Linear, Network, Tanh, make_loss  # noqa: E402
-
-TORCH_LOSS = {"mse": torch.nn.functional.mse_loss, "cross_entropy": torch.nn.functional.cross_entropy}
-
-
-def problem(layers, x_shape, loss_name, dtype, seed=0):
-    """``(net, loss, x, t, module, torch_loss_of_module)`` with the same weights and batch."""
-    rng = np.random.default_rng(seed)
-    net = Network(layers, rng, dtype)
-    module = harness.torch_twin(net)
-    x = rng.normal(size=x_shape).astype(dtype)
-    out = net(x[:1]).shape[1]
-    t = rng.integers(0, out, size=x_shape[0]) if loss_name == "cross_entropy" else \
-        rng.normal(size=(x_shape[0], out)).astype(dtype)
-    xt, tt = torch.from_numpy(x), torch.from_numpy(t)
-    return net, make_loss(loss_name), x, t, module, lambda: TORCH_LOSS[loss_name](module(xt), tt)
-
+from refplastic.nn import Linear, Tanh  # noqa: E402
 
 def torch_hvp_closures(module, torch_loss, v):
     """torch HVPs along flat v by double backward: from nothing, and on a retained gradient graph."""
@@ -56,7 +40,7 @@ def torch_hvp_closures(module, torch_loss, v):
 
 
 def mlp_hvp(dtype, same_batch):
-    net, loss, x, t, module, torch_loss = problem(harness.mlp_layers(), (128, 784), "cross_entropy", dtype)
+    net, loss, x, t, module, torch_loss = harness.problem(harness.mlp_layers(), (128, 784), "cross_entropy", dtype)
     v = np.random.default_rng(1).normal(size=net.num_parameters).astype(dtype)
     fresh, retained = torch_hvp_closures(module, torch_loss, v)
     if same_batch:
@@ -66,7 +50,7 @@ def mlp_hvp(dtype, same_batch):
 
 
 def small_hessian():
-    net, loss, x, t, module, _ = problem([Linear(16, 32), Tanh(), Linear(32, 32), Tanh(), Linear(32, 4)],
+    net, loss, x, t, module, _ = harness.problem([Linear(16, 32), Tanh(), Linear(32, 32), Tanh(), Linear(32, 4)],
                                          (64, 16), "mse", np.float64)
     names = [n for n, _ in module.named_parameters()]
     params = tuple(p.detach() for p in module.parameters())
@@ -80,7 +64,7 @@ def small_hessian():
 
 
 def nature_cnn(dtype):
-    return problem(harness.nature_cnn_layers(), (32, 4, 84, 84), "mse", dtype)
+    return harness.problem(harness.nature_cnn_layers(), (32, 4, 84, 84), "mse", dtype)
 
 
 def cnn_hvp(dtype):

@@ -68,6 +68,26 @@ def torch_twin(net):
     return module
 
 
+def problem(layers, x_shape, loss_name, dtype, seed=0):
+    """``(net, loss, x, t, module, torch_loss_of_module)``: a network and its torch twin with the
+    same weights, and one random batch (class labels for cross-entropy, Gaussian targets else)."""
+    import numpy as np
+    import torch
+
+    from refplastic.nn import Network, make_loss
+
+    rng = np.random.default_rng(seed)
+    net = Network(layers, rng, dtype)
+    module = torch_twin(net)
+    x = rng.normal(size=x_shape).astype(dtype)
+    out = net(x[:1]).shape[1]
+    t = rng.integers(0, out, size=x_shape[0]) if loss_name == "cross_entropy" else \
+        rng.normal(size=(x_shape[0], out)).astype(dtype)
+    xt, tt = torch.from_numpy(x), torch.from_numpy(t)
+    torch_loss = {"mse": torch.nn.functional.mse_loss, "cross_entropy": torch.nn.functional.cross_entropy}[loss_name]
+    return net, make_loss(loss_name), x, t, module, lambda: torch_loss(module(xt), tt)
+
+
 def settle():
     """Let the other library's worker threads stop spinning before a round starts."""
     time.sleep(0.3)
