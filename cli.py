@@ -12,6 +12,17 @@ import click
 import refplastic
 
 
+# The library's own lists, repeated so that --help needs no numpy or Numba import (about a second);
+# tests/test_cli.py keeps them equal to refplastic.data.GENERATORS, refplastic.training.ACTIVATIONS,
+# refplastic.nn.optim.OPTIMIZERS and refplastic.curvature.report.QUANTITIES.
+DATASETS = ("teacher-classification", "teacher-regression", "gaussian-clusters")
+ACTIVATIONS = ("ReLU", "Tanh", "Sigmoid", "GELU", "LeakyReLU", "Identity")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+LOSSES = ("mse", "cross_entropy", "huber")
+CURVATURE_QUANTITIES = ("hessian_eigenvalues", "ggn_eigenvalues", "hessian_lanczos", "ggn_lanczos", "hessian_trace",
+                        "ggn_trace", "hessian_density", "ggn_density", "gradients", "ntk")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(refplastic.__version__, prog_name="refplastic")
 def cli():
@@ -37,12 +48,12 @@ def _int_list(ctx, param, value):
 
 @cli.command()
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw.")
-@click.option("--dataset", type=click.Choice(["teacher-classification", "teacher-regression", "gaussian-clusters"]),
+@click.option("--dataset", type=click.Choice(DATASETS),
               default="teacher-classification", show_default=True, help="Built-in generated data set.")
 @click.option("--hidden", default="64,64", show_default=True, callback=_int_list, help="Hidden widths.")
-@click.option("--activation", type=click.Choice(["ReLU", "Tanh", "Sigmoid", "GELU", "LeakyReLU", "Identity"]),
+@click.option("--activation", type=click.Choice(ACTIVATIONS),
               default="ReLU", show_default=True)
-@click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd", "rmsprop"]), default="adam",
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam",
               show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
@@ -74,9 +85,6 @@ def train(seed, dataset, hidden, activation, optimizer, lr, batch_size, steps, e
         save_checkpoint(out, net, optimizer, run)
         click.echo(f"wrote {out}")
 
-
-CURVATURE_QUANTITIES = ("hessian_eigenvalues", "ggn_eigenvalues", "hessian_lanczos", "ggn_lanczos", "hessian_trace",
-                        "ggn_trace", "hessian_density", "ggn_density", "gradients", "ntk")
 
 
 def _quantity_list(ctx, param, value):
@@ -144,7 +152,7 @@ DATA_OPTION = click.option(
     "--data", type=click.Path(dir_okay=False), default=None,
     help="A .npz or HDF5 file with arrays 'inputs' and 'targets'. Default: the built-in training data the "
          "checkpoint was trained on.")
-LOSS_OPTION = click.option("--loss", type=click.Choice(["mse", "cross_entropy", "huber"]), default=None,
+LOSS_OPTION = click.option("--loss", type=click.Choice(LOSSES), default=None,
                            help="Default: the loss the checkpoint was trained with.")
 EXAMPLES_OPTION = click.option("--examples", type=click.IntRange(min=1), default=256, show_default=True,
                                help="Use the first this many examples.")

@@ -159,3 +159,18 @@ def test_reference_commands_reject_bad_files_in_one_line(tmp_path, command):
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines() == [f"Error: not a readable HDF5 file: {bad}"]
     assert not (tmp_path / "o.h5").exists()
+
+
+def test_the_cli_lists_are_the_librarys():
+    import cli
+    from refplastic.curvature.report import QUANTITIES
+    from refplastic.data import GENERATORS
+    from refplastic.nn.losses import LOSSES
+    from refplastic.nn.optim import OPTIMIZERS
+    from refplastic.training import ACTIVATIONS
+
+    assert set(cli.DATASETS) == set(GENERATORS)
+    assert set(cli.ACTIVATIONS) == set(ACTIVATIONS)
+    assert set(cli.OPTIMIZERS) == set(OPTIMIZERS)
+    assert set(cli.LOSSES) == set(LOSSES)
+    assert cli.CURVATURE_QUANTITIES == QUANTITIES
