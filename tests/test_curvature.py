@@ -39,6 +39,8 @@ def cnn(act):
 ARCHITECTURES = {
     **{f"mlp-{a.__name__}": (lambda a=a: mlp(a), True) for a in ACTIVATIONS},
     **{f"cnn-{a.__name__}": (lambda a=a: cnn(a), True) for a in (ReLU, Tanh, GELU)},
+    "cnn-strided": (lambda: ([Conv2d(2, 4, 4, 2), ReLU(), Conv2d(4, 3, 2, 2, 1), Tanh(), Flatten(), Linear(27, 3)],
+                             (4, 2, 10, 10)), True),  # kernels that are multiples of their stride
     "layernorm": (lambda: ([Linear(5, 6), LayerNorm(6), Tanh(), Linear(6, 3)], (7, 5)), True),
     "batchnorm1d-train": (lambda: ([Linear(5, 6), BatchNorm1d(6), Sigmoid(), Linear(6, 3)], (7, 5)), True),
     "batchnorm1d-eval": (lambda: ([Linear(5, 6), BatchNorm1d(6), GELU(), Linear(6, 3)], (7, 5)), False),

@@ -5,6 +5,9 @@ import pytest
 from oracle import assert_close
 
 from refplastic.kernels.im2col import col2im, col2im_naive, im2col, im2col_naive
+from refplastic.kernels.space_to_depth import (depth_to_space, depth_to_space_naive, shift_add, shift_add_naive,
+                                               shift_scatter, shift_scatter_naive, space_to_depth,
+                                               space_to_depth_naive)
 from refplastic.kernels.maxpool import gather, gather_naive, maxpool, maxpool_naive, scatter, scatter_naive
 
 DTYPES = [np.float64, np.float32]
@@ -37,6 +40,50 @@ def test_im2col_and_col2im_match_naive_and_are_adjoint(shape, kernel, stride, pa
 def test_im2col_reads_non_contiguous_input():
     x = np.random.default_rng(1).normal(size=(1, 3, 4, 9, 8)).transpose(0, 2, 1, 3, 4)
     np.testing.assert_array_equal(im2col(x, (3, 2), (2, 1), (1, 0)), im2col_naive(x, (3, 2), (2, 1), (1, 0)))
+
+
+
+S2D_GEOMETRIES = [  # x shape (G, B, C, H, W), stride, multiple (kernel = multiple * stride)
+    ((1, 2, 3, 9, 8), (2, 2), (2, 2)),
+    ((2, 3, 2, 13, 12), (4, 4), (2, 2)),
+    ((2, 1, 3, 7, 6), (2, 1), (2, 2)),
+    ((1, 2, 2, 11, 10), (3, 3), (2, 2)),
+    ((3, 1, 2, 5, 7), (2, 3), (1, 1)),
+    ((1, 2, 4, 84, 84), (4, 4), (2, 2)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,stride,multiple", S2D_GEOMETRIES)
+def test_space_to_depth_and_shift_add_match_naive_and_are_adjoint(shape, stride, multiple, dtype):
+    rng = np.random.default_rng(0)
+    G, B, C, H, W = shape
+    out_hw = tuple((n - m * s) // s + 1 for n, m, s in zip((H, W), multiple, stride))
+    blocks = tuple(o - 1 + m for o, m in zip(out_hw, multiple))
+    x = rng.normal(size=shape).astype(dtype)
+    s = space_to_depth(x, stride, blocks)
+    np.testing.assert_array_equal(s, space_to_depth_naive(x, stride, blocks))
+    ds = rng.normal(size=s.shape).astype(dtype)
+    back = depth_to_space(ds, shape, stride, blocks)
+    np.testing.assert_array_equal(back, depth_to_space_naive(ds, shape, stride, blocks))
+
+    O = 3
+    z = rng.normal(size=(G, multiple[0] * multiple[1] * O, B * blocks[0] * blocks[1])).astype(dtype)
+    bias = rng.normal(size=(G, O)).astype(dtype)
+    y = shift_add(z, B, out_hw, multiple, bias)
+    assert_close(y, shift_add_naive(z, B, out_hw, multiple, bias), SUM_RTOL[dtype], "shift_add")
+    gy = rng.normal(size=y.shape).astype(dtype)
+    gz = shift_scatter(gy, multiple)
+    np.testing.assert_array_equal(gz, shift_scatter_naive(gy, multiple))
+    if dtype == np.float64:  # both pairs are adjoint
+        assert abs(np.vdot(ds, s) - np.vdot(back, x)) <= 1e-12 * np.abs(ds).sum() * np.abs(x).max()
+        y0 = shift_add(z, B, out_hw, multiple)
+        assert abs(np.vdot(gy, y0) - np.vdot(gz, z)) <= 1e-12 * np.abs(gy).sum() * np.abs(z).max()
+
+
+def test_space_to_depth_reads_non_contiguous_input():
+    x = np.random.default_rng(1).normal(size=(1, 3, 4, 9, 8)).transpose(0, 2, 1, 3, 4)
+    np.testing.assert_array_equal(space_to_depth(x, (2, 2), (4, 4)), space_to_depth_naive(x, (2, 2), (4, 4)))
 
 
 POOL_GEOMETRIES = [  # planes shape (M, H, W), kernel, stride, padding

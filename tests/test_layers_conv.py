@@ -6,7 +6,7 @@ import torch
 from oracle import check_layer, check_network
 
 from refplastic.nn import Flatten, Linear, MSELoss, Network, ReLU
-from refplastic.nn.conv import Conv2d
+from refplastic.nn.conv import Conv2d, Im2col, SpaceToDepth
 from refplastic.nn.pool import MaxPool2d
 
 DTYPES = [np.float64, np.float32]
@@ -21,6 +21,12 @@ CONV_CASES = [  # (in, out, kernel_size, stride, padding, bias), input shape
     ((2, 3, 4, 1, 0, True), (2, 2, 4, 4)),  # the kernel covers the whole input
     ((3, 2, 5, 2, 2, True), (1, 3, 3, 3)),  # the kernel is larger than the input, not the padded input
     ((32, 8, 4, 2, 0, True), (2, 32, 8, 8)),  # sums of length 512, as in the DQN network
+    # kernels that are multiples of the stride take the space-to-depth lowering
+    ((3, 4, 4, 2, 0, True), (2, 3, 9, 8)),  # the last input row is in no window
+    ((2, 3, 8, 4, 0, False), (2, 2, 13, 12)),
+    ((3, 2, (4, 2), (2, 1), 0, True), (2, 3, 7, 6)),  # stride 1 across
+    ((2, 3, 6, 3, 1, True), (2, 2, 9, 10)),  # padded
+    ((2, 2, (2, 3), (2, 3), (1, 0), True), (1, 2, 5, 7)),  # kernel = stride: windows do not overlap
 ]
 
 
@@ -30,6 +36,35 @@ CONV_CASES = [  # (in, out, kernel_size, stride, padding, bias), input shape
 def test_conv2d(args, x_shape, input_grad, dtype):
     *positional, bias = args
     check_layer(Conv2d(*positional, bias=bias), x_shape, np.random.default_rng(0), dtype, input_grad=input_grad)
+
+
+
+@pytest.mark.parametrize("kernel,stride,padding,lowering", [
+    (8, 4, 0, SpaceToDepth), (4, 2, 1, SpaceToDepth), ((4, 2), (2, 1), 0, SpaceToDepth), (2, 2, 0, SpaceToDepth),
+    (3, 1, 1, Im2col), (4, 1, 0, Im2col), (3, 2, 1, Im2col), ((4, 3), 2, 0, Im2col),
+])
+def test_conv2d_lowering_choice(kernel, stride, padding, lowering):
+    assert type(Conv2d(2, 3, kernel, stride, padding).lowering) is lowering
+
+
+
+@pytest.mark.parametrize("args,x_shape", [((3, 4, 3, 2, 1, True), (3, 3, 7, 6)), ((3, 4, 4, 2, 0, True), (3, 3, 9, 8)),
+                                          ((2, 3, 6, 3, 1, False), (2, 2, 9, 10))], ids=repr)
+def test_conv2d_example_gradients_are_the_backward_of_each_example(args, x_shape):
+    *positional, bias = args
+    layer = Conv2d(*positional, bias=bias)
+    rng = np.random.default_rng(5)
+    layer.params = {k: rng.normal(size=s) for k, s in layer.param_shapes.items()}
+    x = rng.normal(size=x_shape)
+    y, cache = layer.forward(x)
+    gy = rng.normal(size=y.shape)
+    out = {k: np.empty((x_shape[0], *s)) for k, s in layer.param_shapes.items()}
+    layer.example_gradients(cache, gy, out)
+    for n in range(x_shape[0]):
+        grads = {k: np.empty(s) for k, s in layer.param_shapes.items()}
+        layer.backward(layer.forward(x[n:n + 1])[1], gy[n:n + 1], grads, need_input_grad=False)
+        for k in grads:
+            np.testing.assert_allclose(out[k][n], grads[k], rtol=1e-12, atol=1e-12)
 
 
 POOL_CASES = [  # (kernel_size, stride, padding), input shape

@@ -14,7 +14,7 @@ routes, without a Python loop over examples:
   in eval mode, and the parameter-free elementwise, MaxPool2d and Flatten layers): one backward
   pass gives every layer's output cotangent gy; a layer's parameter gradient is a sum over
   examples, and its terms are the per-example gradients, e.g. Linear ``gW_n = gy_n^T x_n``,
-  ``gb_n = sum gy_n``, Conv2d ``gW_n = gy_n cols_n^T`` (im2col columns of example n);
+  ``gb_n = sum gy_n``, Conv2d ``gW_n = corr(gy_n, x_n)`` (:meth:`Conv2d.example_gradients`);
 - through the whole network (any layer, including train-mode BatchNorm, whose batch statistics
   make example n's loss depend on every input): ``g_n = N J^T u_n`` with ``u_n`` the output
   cotangent ``dL/dz`` restricted to example n, a batched VJP over blocks of examples.
@@ -92,14 +92,8 @@ def _linear_map(layer, x, gy, out):
 
 
 def _conv_map(layer, cache, gy, out):
-    """``gW_n = gy_n cols_n^T``, ``gb_n = sum gy_n``: im2col columns ``cols_n`` of example n's input."""
-    n, o = gy.shape[:2]
-    _, cols = cache
-    cols3 = cols.reshape(cols.shape[0], n, -1).transpose(1, 2, 0)  # (N, OH OW, C kh kw)
-    gy3 = gy.reshape(n, o, -1)
-    np.matmul(gy3, cols3, out=out["weight"].reshape(n, o, -1))
-    if "bias" in out:
-        np.sum(gy3, axis=2, out=out["bias"])
+    """``gW_n = corr(gy_n, x_n)``, ``gb_n = sum gy_n``: :meth:`Conv2d.example_gradients`."""
+    layer.example_gradients(cache, gy, out)
 
 
 def _normalization_map(layer, s, gy, out):

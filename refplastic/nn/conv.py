@@ -12,19 +12,34 @@ its adjoint in W, the maps are, for a parameter direction ``(V, Vb)``:
 
 The layer is bilinear in (x, W), so there is no other second-order term.
 
-Scheme: im2col (:mod:`refplastic.kernels.im2col`) unrolls x into ``cols`` of shape
-(C kh kw, N OH OW), and with ``W2 = W.reshape(O, C kh kw)`` and ``gy2`` = gy as (O, N OH OW):
+Scheme: a *lowering* turns the convolution into one BLAS matrix product. It rearranges the
+images into a matrix ``L = lower(x)`` of shape (D, N P), the weight into a matrix
+``Wm = matrix(W)`` of shape (R, D), and has a linear map ``expand`` from (R, N P) to the output
+(N, O, OH, OW) with adjoint ``contract``, such that
 
-    conv(x, W) = W2 @ cols,    corr(gy, x) = gy2 @ cols^T,    convT(gy, W) = col2im(W2^T @ gy2),
+    conv(x, W) = expand(Wm @ L),    corr(gy, x) = unmatrix(contract(gy) @ L^T),
+    convT(gy, W) = lower^T(Wm^T @ contract(gy)),
 
-each one BLAS matrix product, with a block transpose between the (O, N, OH OW) order of the
-products and NCHW. The forward pass keeps ``cols`` for the other maps; the K tangents of the
-R-maps are a leading axis of the same products (im2col of Rx is done for all K at once).
+where ``unmatrix`` is the inverse rearrangement of ``matrix``. Two lowerings:
+
+* :class:`Im2col` (any geometry): ``L = im2col(x)`` (:mod:`refplastic.kernels.im2col`),
+  D = C kh kw, R = O, P = OH OW; ``Wm = W.reshape(O, -1)``; ``expand`` is the block transpose
+  from (O, N, OH OW) to NCHW.
+* :class:`SpaceToDepth` (a kernel that is a multiple of the stride, (kh, kw) = (mh sh, mw sw),
+  with a stride of at least 2): ``L`` holds the sh x sw blocks of the padded images
+  (:mod:`refplastic.kernels.space_to_depth`), D = C sh sw, R = mh mw O, P = Bh Bw with
+  ``Bh = OH - 1 + mh`` (likewise Bw); ``Wm[(p, q, o), (c, a, b)] = W[o, c, sh p + a, sw q + b]``;
+  ``expand`` is the shift-add ``y[n, o, i, j] = sum_{p,q} Z[(p, q, o), (n, i + p, j + q)]``.
+  L is about the size of x, where im2col's is kh kw / (sh sw) times larger.
+
+The forward pass keeps ``L`` for the other maps; the K tangents of the R-maps are a leading
+axis of the same products (the lowering of Rx is done for all K at once).
 """
 
 import numpy as np
 
 from ..kernels.im2col import col2im, conv_output_size, im2col
+from ..kernels.space_to_depth import depth_to_space, shift_add, shift_scatter, space_to_depth
 from .init import torch_default_init_
 from .layer import Layer
 
@@ -55,12 +70,97 @@ def batch_major(a, n, out_hw, bias=None):
     return a.reshape(G, n, O, *out_hw)
 
 
+class Im2col:
+    """The im2col lowering; every array carries a leading group axis G (the tangent axis K, or 1)."""
+
+    def __init__(self, kernel, stride, padding):
+        self.kernel, self.stride, self.padding = kernel, stride, padding
+
+    def lower(self, x):
+        """(G, N, C, H, W) -> ``cols`` (G, C kh kw, N OH OW)."""
+        return im2col(x, self.kernel, self.stride, self.padding)
+
+    def lower_adjoint(self, cols, x_shape):
+        """col2im: (G, C kh kw, N OH OW) -> images of shape ``x_shape`` (G, N, C, H, W)."""
+        return col2im(cols, x_shape, self.kernel, self.stride, self.padding)
+
+    def matrix(self, w):
+        """(..., O, C, kh, kw) -> (..., O, C kh kw)."""
+        return w.reshape(*w.shape[:-4], w.shape[-4], -1)
+
+    def unmatrix(self, m, out):
+        """Write the matrix ``m`` (..., O, C kh kw) into the weight-shaped ``out`` (..., O, C, kh, kw)."""
+        np.copyto(out, m.reshape(out.shape))
+
+    def expand(self, z, n, out_hw, bias=None):
+        """(G, O, n OH OW) -> (G, n, O, OH, OW), plus ``bias`` (G, O) if given."""
+        return batch_major(z, n, out_hw, bias)
+
+    def contract(self, gy):
+        """The adjoint of :meth:`expand`: (G, n, O, OH, OW) -> (G, O, n OH OW)."""
+        return channel_major(gy)
+
+
+class SpaceToDepth:
+    """The space-to-depth lowering for kernels (mh sh, mw sw); leading group axis G as in :class:`Im2col`."""
+
+    def __init__(self, kernel, stride, padding):
+        self.kernel, self.stride, self.padding = kernel, stride, padding
+        self.multiple = tuple(k // s for k, s in zip(kernel, stride))
+
+    def blocks(self, hw):
+        """(Bh, Bw) = (OH - 1 + mh, OW - 1 + mw) for images of height and width ``hw``."""
+        return tuple(conv_output_size(n, k, s, p) - 1 + m
+                     for n, k, s, p, m in zip(hw, self.kernel, self.stride, self.padding, self.multiple))
+
+    def lower(self, x):
+        """(G, N, C, H, W) -> blocks of the padded images, (G, C sh sw, N Bh Bw)."""
+        ph, pw = self.padding
+        blocks = self.blocks(x.shape[3:])
+        if ph or pw:
+            x = np.pad(x, ((0, 0), (0, 0), (0, 0), (ph, ph), (pw, pw)))
+        return space_to_depth(x, self.stride, blocks)
+
+    def lower_adjoint(self, s, x_shape):
+        """Depth-to-space: (G, C sh sw, N Bh Bw) -> images of shape ``x_shape``, cropped of the padding."""
+        G, N, C, H, W = x_shape
+        ph, pw = self.padding
+        x = depth_to_space(s, (G, N, C, H + 2 * ph, W + 2 * pw), self.stride, self.blocks((H, W)))
+        return np.ascontiguousarray(x[:, :, :, ph:ph + H, pw:pw + W]) if ph or pw else x
+
+    def matrix(self, w):
+        """(..., O, C, kh, kw) -> ``Wm[..., (p, q, o), (c, a, b)] = w[..., o, c, sh p + a, sw q + b]``."""
+        (mh, mw), (sh, sw) = self.multiple, self.stride
+        *lead, O, C = w.shape[:-2]
+        w = w.reshape(*lead, O, C, mh, sh, mw, sw)
+        order = tuple(range(len(lead))) + tuple(len(lead) + i for i in (2, 4, 0, 1, 3, 5))
+        return w.transpose(order).reshape(*lead, mh * mw * O, C * sh * sw)
+
+    def unmatrix(self, m, out):
+        """Write the matrix ``m`` (..., (p, q, o), (c, a, b)) into the weight-shaped ``out`` (..., O, C, kh, kw)."""
+        (mh, mw), (sh, sw) = self.multiple, self.stride
+        *lead, O, C = out.shape[:-2]
+        m = m.reshape(*lead, mh, mw, O, C, sh, sw)
+        order = tuple(range(len(lead))) + tuple(len(lead) + i for i in (2, 3, 0, 4, 1, 5))
+        np.copyto(out.reshape(*lead, O, C, mh, sh, mw, sw), m.transpose(order))
+
+    def expand(self, z, n, out_hw, bias=None):
+        """Shift-add: (G, mh mw O, n Bh Bw) -> (G, n, O, OH, OW), plus ``bias`` (G, O) if given."""
+        return shift_add(z, n, out_hw, self.multiple, bias)
+
+    def contract(self, gy):
+        """The adjoint of :meth:`expand` (shift-scatter): (G, n, O, OH, OW) -> (G, mh mw O, n Bh Bw)."""
+        return shift_scatter(gy, self.multiple)
+
+
 class Conv2d(Layer):
     """``Conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
     bias=True, padding_mode="zeros")``, torch's signature.
 
     ``kernel_size``, ``stride`` and ``padding`` are ints or pairs (height, width). ``dilation``,
-    ``groups`` and ``padding_mode`` are accepted at their defaults only.
+    ``groups`` and ``padding_mode`` are accepted at their defaults only. The lowering is
+    :class:`SpaceToDepth` when the kernel is a multiple of a stride of at least 2 (on one axis at
+    least), :class:`Im2col` otherwise.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
@@ -84,6 +184,8 @@ class Conv2d(Layer):
         self.param_shapes = {"weight": (self.out_channels, self.in_channels, *self.kernel_size)}
         if self.bias:
             self.param_shapes["bias"] = (self.out_channels,)
+        blocked = all(k % s == 0 for k, s in zip(self.kernel_size, self.stride)) and max(self.stride) >= 2
+        self.lowering = (SpaceToDepth if blocked else Im2col)(self.kernel_size, self.stride, self.padding)
 
     def config(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
@@ -103,68 +205,76 @@ class Conv2d(Layer):
                              f"{tuple(n + 2 * p for n, p in zip(x_shape[2:], self.padding))}")
         return out
 
-    def _unfold(self, x):
-        """im2col of images ``x`` (G, N, C, H, W): (G, C kh kw, N OH OW)."""
-        return im2col(x, self.kernel_size, self.stride, self.padding)
-
-    def _fold(self, cols, x_shape):
-        """col2im, the adjoint of :meth:`_unfold`, to images of shape ``x_shape`` (G, N, C, H, W)."""
-        return col2im(cols, x_shape, self.kernel_size, self.stride, self.padding)
-
-    def _matrix(self, w):
-        """A weight (..., O, C, kh, kw) as the matrix (..., O, C kh kw) that multiplies ``cols``."""
-        return w.reshape(*w.shape[:-4], self.out_channels, -1)
+    def example_gradients(self, cache, gy, out):
+        """Per-example parameter gradients from a forward cache and the output cotangent ``gy``:
+        ``out["weight"][n] = corr(gy_n, x_n)`` (N, O, C, kh, kw) and ``out["bias"][n] = sum gy_n``.
+        The gradient of :meth:`backward` is their sum over n."""
+        x_shape, lowered = cache
+        n, low = x_shape[0], self.lowering
+        g = low.contract(gy[None])[0]  # (R, N P)
+        g3 = g.reshape(g.shape[0], n, -1).transpose(1, 0, 2)  # (N, R, P)
+        gw = g3 @ lowered.reshape(lowered.shape[0], n, -1).transpose(1, 2, 0)  # (N, R, D)
+        low.unmatrix(gw, out["weight"])
+        if "bias" in out:
+            np.sum(gy.reshape(n, self.out_channels, -1), axis=2, out=out["bias"])
 
     # ---- the four maps ----------------------------------------------------------------------
     def forward(self, x):
-        """``y = conv(x, W) + b`` as ``W2 @ cols``; the cache is ``(x.shape, cols)``."""
+        """``y = expand(Wm @ L) + b`` with ``L = lower(x)``; the cache is ``(x.shape, L)``."""
         out_hw = self.output_hw(x.shape)
-        cols = self._unfold(x[None])[0]
-        y = self._matrix(self.params["weight"]) @ cols
-        y = batch_major(y[None], x.shape[0], out_hw, self.params.get("bias"))[0]
-        return y, (x.shape, cols)
+        low = self.lowering
+        lowered = low.lower(x[None])[0]
+        bias = self.params.get("bias")
+        y = low.expand((low.matrix(self.params["weight"]) @ lowered)[None], x.shape[0], out_hw,
+                       None if bias is None else bias[None])[0]
+        return y, (x.shape, lowered)
 
     def backward(self, cache, gy, grads, need_input_grad=True):
-        """``gW = gy2 @ cols^T``, ``gb = sum gy``; returns ``gx = col2im(W2^T @ gy2)`` if asked."""
-        x_shape, cols = cache
-        gy2 = channel_major(gy[None])[0]
+        """``gW = unmatrix(contract(gy) @ L^T)``, ``gb = sum gy``; returns
+        ``gx = lower^T(Wm^T @ contract(gy))`` if asked."""
+        x_shape, lowered = cache
+        low = self.lowering
+        g = low.contract(gy[None])[0]
         if grads is not None:
-            np.matmul(gy2, cols.T, out=self._matrix(grads["weight"]))
+            low.unmatrix(g @ lowered.T, grads["weight"])
             if self.bias:
-                np.sum(gy2, axis=1, out=grads["bias"])
+                np.sum(gy.reshape(*gy.shape[:2], -1).sum(axis=2), axis=0, out=grads["bias"])
         if not need_input_grad:
             return None
-        return self._fold((self._matrix(self.params["weight"]).T @ gy2)[None], (1, *x_shape))[0]
+        return low.lower_adjoint((low.matrix(self.params["weight"]).T @ g)[None], (1, *x_shape))[0]
 
     def forward_r(self, cache, rx, v):
-        """``Ry = V2 @ cols + W2 @ im2col(Rx) + Vb`` for all K at once.
+        """``Ry = expand(Vm @ L + Wm @ lower(Rx)) + Vb`` for all K at once.
 
-        ``rcache = (v, im2col(Rx))``, the second ``None`` when Rx is.
+        ``rcache = (v, lower(Rx))``, the second ``None`` when Rx is.
         """
-        x_shape, cols = cache
-        K, N = v["weight"].shape[0], x_shape[0]
-        ry = (self._matrix(v["weight"]).reshape(K * self.out_channels, -1) @ cols).reshape(K, self.out_channels, -1)
-        rcols = None
+        x_shape, lowered = cache
+        low = self.lowering
+        vm = low.matrix(v["weight"])  # (K, R, D)
+        K, R = vm.shape[:2]
+        z = (vm.reshape(K * R, -1) @ lowered).reshape(K, R, -1)
+        rlowered = None
         if rx is not None:
-            rcols = self._unfold(rx)
-            ry += self._matrix(self.params["weight"]) @ rcols
-        return batch_major(ry, N, self.output_hw(x_shape), v.get("bias")), (v, rcols)
+            rlowered = low.lower(rx)
+            z += low.matrix(self.params["weight"]) @ rlowered
+        return low.expand(z, x_shape[0], self.output_hw(x_shape), v.get("bias")), (v, rlowered)
 
     def backward_r(self, cache, rcache, gy, rgy, rgrads, need_input_grad=True):
-        """``RgW = Rgy2 @ cols^T + gy2 @ im2col(Rx)^T``, ``Rgb = sum Rgy`` and, if asked,
-        ``Rgx = col2im(W2^T @ Rgy2 + V2^T @ gy2)``, for all K at once."""
-        x_shape, cols = cache
-        v, rcols = rcache
-        gy2 = channel_major(gy[None])[0]
-        rgy2 = channel_major(rgy)  # (K, O, N OH OW)
-        rgw = self._matrix(rgrads["weight"])
-        np.matmul(rgy2, cols.T, out=rgw)
-        if rcols is not None:
-            rgw += gy2 @ rcols.transpose(0, 2, 1)
+        """``RgW = unmatrix(contract(Rgy) @ L^T + contract(gy) @ lower(Rx)^T)``, ``Rgb = sum Rgy`` and,
+        if asked, ``Rgx = lower^T(Wm^T @ contract(Rgy) + Vm^T @ contract(gy))``, for all K at once."""
+        x_shape, lowered = cache
+        v, rlowered = rcache
+        low = self.lowering
+        g = low.contract(gy[None])[0]
+        rg = low.contract(rgy)  # (K, R, N P)
+        rgw = rg @ lowered.T
+        if rlowered is not None:
+            rgw += g @ rlowered.transpose(0, 2, 1)
+        low.unmatrix(rgw, rgrads["weight"])
         if self.bias:
-            np.sum(rgy2, axis=2, out=rgrads["bias"])
+            np.sum(rgy.reshape(*rgy.shape[:3], -1).sum(axis=3), axis=1, out=rgrads["bias"])
         if not need_input_grad:
             return None
-        rgcols = self._matrix(self.params["weight"]).T @ rgy2
-        rgcols += self._matrix(v["weight"]).transpose(0, 2, 1) @ gy2
-        return self._fold(rgcols, (rgy.shape[0], *x_shape))
+        rgl = low.matrix(self.params["weight"]).T @ rg
+        rgl += low.matrix(v["weight"]).transpose(0, 2, 1) @ g
+        return low.lower_adjoint(rgl, (rgy.shape[0], *x_shape))
