@@ -23,10 +23,14 @@ def ggn_vp(net, loss, x, t, V):
     return CurvatureBatch(net, loss, x, t).ggn_vp(V)
 
 
-def ggn(net, loss, x, t, block_size=256, mode="auto"):
-    """The P x P Gauss-Newton matrix, symmetric (``(A + A^T) / 2`` of the product)."""
-    batch = CurvatureBatch(net, loss, x, t)
-    J = jacobian(net, None, block_size, mode, batch=batch)
+def ggn(net, loss, x, t, block_size=256, mode="auto", batch=None, J=None):
+    """The P x P Gauss-Newton matrix, symmetric (``(A + A^T) / 2`` of the product).
+
+    ``batch``: an existing :class:`CurvatureBatch` for the same batch to reuse (then x and t are
+    ignored); ``J``: its Jacobian, if already computed.
+    """
+    batch = CurvatureBatch(net, loss, x, t) if batch is None else batch
+    J = jacobian(net, None, block_size, mode, batch=batch) if J is None else J
     P = batch.num_parameters
     HJ = batch.output_hvp(J.T.reshape(P, *batch.z.shape)).reshape(P, -1)  # row p: H_z J e_p
     G = HJ @ J

@@ -36,14 +36,15 @@ from ..nn.losses import CrossEntropyLoss, HuberLoss, MSELoss
 from .hvp import CurvatureBatch
 
 
-def hessian(net, loss, x, t, block_size=64, symmetrize=True, progress=None, return_asymmetry=False):
+def hessian(net, loss, x, t, block_size=64, symmetrize=True, progress=None, return_asymmetry=False, batch=None):
     """The P x P Hessian of the loss on the batch ``(x, t)``; buffers are left unchanged.
 
     ``block_size`` directions (or output units of a Linear layer) go through each pass.
     ``progress(done, total)`` is called after each layer's rows, counting directions. With
-    ``return_asymmetry`` returns ``(H, asymmetry)``.
+    ``return_asymmetry`` returns ``(H, asymmetry)``. ``batch``: an existing
+    :class:`CurvatureBatch` for the same batch to reuse (then x and t are ignored).
     """
-    batch = CurvatureBatch(net, loss, x, t)
+    batch = CurvatureBatch(net, loss, x, t) if batch is None else batch
     P = batch.num_parameters
     H = np.empty((P, P), net.dtype)
     scale, asymmetry = np.finfo(H.dtype).tiny, 0.0

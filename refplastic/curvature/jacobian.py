@@ -41,9 +41,9 @@ def jacobian(net, x, block_size=256, mode="auto", batch=None):
     return J
 
 
-def ntk(net, x, block_size=256, mode="auto"):
-    """The empirical neural tangent kernel ``J J^T`` of shape (N * D, N * D)."""
-    J = jacobian(net, x, block_size, mode)
+def ntk(net, x, block_size=256, mode="auto", batch=None):
+    """The empirical neural tangent kernel ``J J^T`` of shape (N * D, N * D); ``batch`` as in :func:`jacobian`."""
+    J = jacobian(net, x, block_size, mode, batch=batch)
     return J @ J.T
 
 

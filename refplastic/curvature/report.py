@@ -67,9 +67,9 @@ def curvature_report(net, loss, x, t, quantities, seed, progress=None, *, top_k=
                 raise ValueError(f"{name} needs the full {P} x {P} matrix; that is more than "
                                  f"max_exact_parameters={max_exact_parameters}: use the Lanczos quantities")
             if which == "hessian":
-                matrix = hessian(net, loss, x, t, block_size, progress=step(name))
+                matrix = hessian(net, loss, x, t, block_size, progress=step(name), batch=batch)
             else:
-                matrix = ggn(net, loss, x, t, block_size)
+                matrix = ggn(net, loss, x, t, block_size, batch=batch)
             group["eigenvalues"] = eigenvalues(matrix)
             group["scalars"] = {"attrs": spectrum_scalars(group["eigenvalues"])}
         elif kind == "lanczos":

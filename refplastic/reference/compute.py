@@ -68,9 +68,9 @@ def compute_case(case, max_exact_parameters=MAX_EXACT_PARAMETERS):
     for name, (a, b) in net.parameter_offsets().items():
         out[f"grads/{name}"] = batch.grad[a:b].reshape(case.params[name].shape)
     if P <= max_exact_parameters:
-        out["hessian"] = hessian(net, loss, x, t)
+        out["hessian"] = hessian(net, loss, x, t, batch=batch)
         out["hessian_eigenvalues"] = eigenvalues(out["hessian"])
-        out["ggn"] = ggn(net, loss, x, t)
+        out["ggn"] = ggn(net, loss, x, t, batch=batch, J=out["jacobian"])
         out["ggn_eigenvalues"] = eigenvalues(out["ggn"])
     attrs = {}
     for name, (torch_name, hyperparameters) in OPTIMIZERS.items():

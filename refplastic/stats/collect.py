@@ -204,11 +204,11 @@ def _exact_effective_rank(which):
             raise ValueError(f"{which}_effective_rank needs the exact spectrum of a {dimension} x {dimension} "
                              f"matrix; the limit is {MAX_EXACT_DIMENSION}")
         if which == "ntk":
-            matrix = ntk(ctx.net, ctx.x)
+            matrix = ntk(ctx.net, None, batch=ctx.batch)
         elif which == "hessian":
-            matrix = hessian(ctx.net, ctx.loss, ctx.x, ctx.t)
+            matrix = hessian(ctx.net, ctx.loss, ctx.x, ctx.t, batch=ctx.batch)
         else:
-            matrix = ggn(ctx.net, ctx.loss, ctx.x, ctx.t)
+            matrix = ggn(ctx.net, ctx.loss, ctx.x, ctx.t, batch=ctx.batch)
         return {None: spectrum_scalars(eigenvalues(matrix))["effective_rank"]}
     return compute
 
