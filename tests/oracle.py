@@ -160,9 +160,12 @@ TORCH_LOSSES = {"mse": torch.nn.functional.mse_loss, "huber": torch.nn.functiona
 def check_network(net, x, t, loss, rng, K=3):
     """Loss, gradient and K Hessian-vector products of a whole network against torch.
 
-    The HVPs run through the network's R-maps (``forward_r``, then the loss's output Hessian,
-    then ``backward_r``) and are compared with torch's double backward, to ``RTOL``.
+    The HVPs are the library's (:class:`refplastic.curvature.CurvatureBatch`: every layer's
+    ``forward_r``, the loss's output Hessian, every layer's ``backward_r``) and are compared with
+    torch's double backward, to ``RTOL``.
     """
+    from refplastic.curvature import CurvatureBatch
+
     module = torch_module(net)
     rtol = RTOL[net.dtype]
     value, grad = net.loss_and_grad(x, t, loss)
@@ -173,10 +176,7 @@ def check_network(net, x, t, loss, rng, K=3):
     assert_close(grad, torch.cat([g.reshape(-1) for g in gt]).detach().numpy(), rtol, "gradient")
 
     V = rng.normal(size=(K, net.num_parameters)).astype(net.dtype)
-    z, caches = net.forward_cached(x)
-    _, lcache = loss.forward(z, t)
-    rz, rcaches = net.forward_r(caches, V)
-    hv = net.backward_r(caches, rcaches, loss.backward(lcache), loss.backward_r(lcache, rz), np.empty_like(V))
+    hv = CurvatureBatch(net, loss, x, t).hvp(V)
     for k in range(K):
         vs = [torch.tensor(V[k, s:e].reshape(p.shape)) for p, (s, e) in zip(params, net.parameter_offsets().values())]
         ht = torch.autograd.grad(gt, params, grad_outputs=vs, retain_graph=True)

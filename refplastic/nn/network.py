@@ -180,7 +180,7 @@ class Network:
     def training(self):
         return all(layer.training for layer in self.layers)
 
-    # ---- the four maps, for the whole network ----------------------------------------------------
+    # ---- forward and backward (the R-maps of the whole network: refplastic.curvature.CurvatureBatch) -
     def as_input(self, x):
         """``x`` as an array of the network's dtype (no copy when it already is one)."""
         return np.asarray(x, dtype=self.dtype)
@@ -235,34 +235,6 @@ class Network:
         value, lcache = loss.forward(z, t)
         self.backward(caches, loss.backward(lcache))
         return value, self.grad
-
-    def forward_r(self, caches, v):
-        """R-forward of the whole network along K parameter directions ``v`` (K, P).
-
-        Returns ``(Rz, rcaches)`` with ``Rz[k] = J v[k]``, the output Jacobian applied to ``v[k]``.
-        """
-        v = np.asarray(v, dtype=self.dtype)
-        if v.ndim != 2:
-            raise ValueError(f"directions must have shape (K, {self.num_parameters}), got {v.shape}")
-        vs = self.unflatten(v)
-        r, rcaches = None, []
-        for layer, cache, vi in zip(self.layers, caches, vs):
-            r, rcache = layer.forward_r(cache, r, vi)
-            rcaches.append(rcache)
-        return r, rcaches
-
-    def backward_r(self, caches, rcaches, gz, rgz, out):
-        """Backward and R-backward together; writes ``R{dL/dtheta}`` into ``out`` (K, P)."""
-        grads = self.unflatten(np.empty(self.num_parameters, self.dtype))
-        rgrads = self.unflatten(out)
-        g, rg = gz, rgz
-        for i in range(len(self.layers) - 1, -1, -1):
-            layer = self.layers[i]
-            need = i > 0
-            g_next = layer.backward(caches[i], g, grads[i], need_input_grad=need)
-            rg = layer.backward_r(caches[i], rcaches[i], g, rg, rgrads[i], need_input_grad=need)
-            g = g_next
-        return out
 
     def __repr__(self):
         inner = "\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
