@@ -14,6 +14,7 @@ PyTorch's one-sided choice ``phi'(0) = slope of the left piece``.
 import numpy as np
 
 from ..kernels.gelu import gelu, gelu_d1, gelu_d2
+from ..kernels.relu import relu, relu_backward
 from .layer import Layer
 
 
@@ -66,16 +67,21 @@ class Identity(Elementwise):
 
 class ReLU(Elementwise):
     """``phi(x) = max(x, 0)``, ``phi'(x) = [x > 0]``. ``inplace`` is accepted as in torch and has
-    no effect: outputs are always new arrays."""
+    no effect: outputs are always new arrays. The forward and backward maps are fused kernels
+    (:mod:`refplastic.kernels.relu`); the backward is 0 where ``x <= 0`` and ``gy`` elsewhere."""
 
     def __init__(self, inplace=False):
         super().__init__()
 
     def phi(self, x):
-        return np.maximum(x, 0)
+        return relu(x)
 
     def d1(self, x, y):
         return (x > 0).astype(x.dtype)
+
+    def backward(self, cache, gy, grads, need_input_grad=True):
+        x, _ = cache
+        return relu_backward(x, gy) if need_input_grad else None
 
 
 class LeakyReLU(Elementwise):
