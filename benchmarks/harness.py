@@ -7,8 +7,8 @@ that lets the other library's spinning worker threads park, then one untimed cal
 for about ``budget`` seconds (a call longer than that is its own round). A cell is the median
 over rounds of a round's mean time per call.
 
-Import this module before numpy: :func:`parse_args` sets the BLAS, Numba and refplastic thread
-counts, which they read when they load, and imports refplastic before numpy.
+Import this module before numpy: :func:`parse_args` sets the BLAS and Numba thread counts,
+which numpy and Numba read when they load.
 """
 
 import argparse
@@ -34,8 +34,6 @@ def parse_args(description, extra=()):
     args = parser.parse_args()
     os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)  # numpy's BLAS, before numpy loads
     os.environ["NUMBA_NUM_THREADS"] = str(args.threads)
-    os.environ["REFPLASTIC_NUM_THREADS"] = str(args.threads)
-    import refplastic  # noqa: F401  before numpy, as a user's script or the CLI would (see refplastic/__init__.py)
     import torch
 
     torch.set_num_threads(args.threads)

@@ -22,8 +22,6 @@ which takes column gradients back to image gradients.
 import numpy as np
 from numba import njit, uint64
 
-from .threads import parallel_range
-
 
 def conv_output_size(size, kernel, stride, padding):
     """Output length ``(size + 2 padding - kernel) // stride + 1`` of a window scan (<= 0: none fits)."""
@@ -35,54 +33,54 @@ def conv_output_size(size, kernel, stride, padding):
 # They index flat arrays with unsigned offsets: a signed index makes Numba test it for
 # wraparound (negative indices count from the end) on every access, which blocks vectorization.
 # One input row (im2col) or output row (col2im) serves all kw kernel columns while it is in L1.
-# Their outer loop is split across threads (refplastic.kernels.threads): im2col's over the rows
-# (g, c) of cols, col2im's over the images (g, b) it writes.
+# They are serial: the GEMMs between them already use every core, and Numba's threads would
+# fight OpenBLAS's for them (and its OpenMP layer breaks fork()ed worker processes).
 
 
-@njit(cache=True, nogil=True)
-def _im2col(x, kh, kw, sh, sw, oh, ow, cols, start, stop):
+@njit(cache=True)
+def _im2col(x, kh, kw, sh, sw, oh, ow, cols):
     G, B, C, H, W = x.shape
     src = x.reshape(-1)
     dst = cols.reshape(-1)
     row_length = B * oh * ow
-    for gc in range(start, stop):  # rows cols[g, (c, ., .)]
-        g, c = gc // C, gc % C
-        for i in range(kh):
-            row = ((g * C + c) * kh + i) * kw * row_length  # cols[g, (c, i, 0)]
-            for b in range(B):
-                image = ((g * B + b) * C + c) * H * W  # x[g, b, c]
-                for oy in range(oh):
-                    line = image + (oy * sh + i) * W
-                    out = row + (b * oh + oy) * ow
-                    for j in range(kw):
-                        at = uint64(out + j * row_length)
-                        frm = uint64(line + j)
-                        for ox in range(ow):
-                            dst[at + uint64(ox)] = src[frm + uint64(ox * sw)]
+    for g in range(G):
+        for c in range(C):
+            for i in range(kh):
+                row = ((g * C + c) * kh + i) * kw * row_length  # cols[g, (c, i, 0)]
+                for b in range(B):
+                    image = ((g * B + b) * C + c) * H * W  # x[g, b, c]
+                    for oy in range(oh):
+                        line = image + (oy * sh + i) * W
+                        out = row + (b * oh + oy) * ow
+                        for j in range(kw):
+                            at = uint64(out + j * row_length)
+                            frm = uint64(line + j)
+                            for ox in range(ow):
+                                dst[at + uint64(ox)] = src[frm + uint64(ox * sw)]
 
 
-@njit(cache=True, nogil=True)
-def _col2im(cols, kh, kw, sh, sw, oh, ow, x, start, stop):
+@njit(cache=True)
+def _col2im(cols, kh, kw, sh, sw, oh, ow, x):
     G, B, C, H, W = x.shape
     src = cols.reshape(-1)
     dst = x.reshape(-1)
     row_length = B * oh * ow
-    for gb in range(start, stop):  # images x[g, b]
-        g, b = gb // B, gb % B
-        for c in range(C):
-            image = ((g * B + b) * C + c) * H * W  # x[g, b, c]
-            for k in range(H * W):
-                dst[uint64(image + k)] = 0
-            for i in range(kh):
-                row = ((g * C + c) * kh + i) * kw * row_length  # cols[g, (c, i, 0)]
-                for oy in range(oh):
-                    line = image + (oy * sh + i) * W
-                    out = row + (b * oh + oy) * ow
-                    for j in range(kw):
-                        at = uint64(line + j)
-                        frm = uint64(out + j * row_length)
-                        for ox in range(ow):
-                            dst[at + uint64(ox * sw)] += src[frm + uint64(ox)]
+    for g in range(G):
+        for b in range(B):
+            for c in range(C):
+                image = ((g * B + b) * C + c) * H * W  # x[g, b, c]
+                for k in range(H * W):
+                    dst[uint64(image + k)] = 0
+                for i in range(kh):
+                    row = ((g * C + c) * kh + i) * kw * row_length  # cols[g, (c, i, 0)]
+                    for oy in range(oh):
+                        line = image + (oy * sh + i) * W
+                        out = row + (b * oh + oy) * ow
+                        for j in range(kw):
+                            at = uint64(line + j)
+                            frm = uint64(out + j * row_length)
+                            for ox in range(ow):
+                                dst[at + uint64(ox * sw)] += src[frm + uint64(ox)]
 
 
 def _output_hw(hw, kernel, stride, padding):
@@ -97,8 +95,7 @@ def im2col(x, kernel, stride, padding):
     if ph or pw:
         x = np.pad(x, ((0, 0), (0, 0), (0, 0), (ph, ph), (pw, pw)))
     cols = np.empty((G, C * kernel[0] * kernel[1], B * oh * ow), x.dtype)
-    parallel_range(_im2col, G * C, cols.shape[2] * kernel[0] * kernel[1],
-                   np.ascontiguousarray(x), *kernel, *stride, oh, ow, cols)
+    _im2col(np.ascontiguousarray(x), *kernel, *stride, oh, ow, cols)
     return cols
 
 
@@ -108,7 +105,7 @@ def col2im(cols, x_shape, kernel, stride, padding):
     oh, ow = _output_hw((H, W), kernel, stride, padding)
     ph, pw = padding
     x = np.empty((G, B, C, H + 2 * ph, W + 2 * pw), cols.dtype)
-    parallel_range(_col2im, G * B, cols.shape[1] * oh * ow, np.ascontiguousarray(cols), *kernel, *stride, oh, ow, x)
+    _col2im(np.ascontiguousarray(cols), *kernel, *stride, oh, ow, x)
     return np.ascontiguousarray(x[:, :, :, ph:ph + H, pw:pw + W]) if ph or pw else x
 
 

@@ -16,16 +16,11 @@ import math
 import numpy as np
 from numba import njit
 
-from .threads import parallel_range
-
-# One pass over the vector, cut into chunks [start, stop) for the threads of
-# refplastic.kernels.threads (elementwise: any split gives the same bits). Each kernel slices its
-# chunk first and loops from 0 (an index from an arbitrary start defeats vectorisation, see
-# refplastic.kernels.relu); unused buffers are empty and their slices too. NumPy's error model lets
-# division by zero give inf/nan as in torch instead of raising, which is also what lets LLVM
-# vectorise the loop (AVX-512 on this host).
-_fused_kernel = njit(cache=True, error_model="numpy", nogil=True)
-_WORK_PER_ELEMENT = 4  # arrays each element of a step reads or writes, at least
+# One serial pass over the vector. NumPy's error model lets division by zero give inf/nan as in
+# torch instead of raising, which is also what lets LLVM vectorise the loop (AVX-512 on this host).
+# Not parallel=True: Numba's OpenMP threading layer aborts fork()ed children (multiprocessing
+# pools of seeds), and one thread per process is what parallel runs of seeds want anyway.
+_fused_kernel = njit(cache=True, error_model="numpy")
 
 
 def _check_like_params(params, **arrays):
@@ -68,14 +63,12 @@ def sgd_step(params, grad, momentum_buffer, step, lr, momentum, dampening, weigh
     """
     _check_like_params(params, grad=grad, **({"momentum_buffer": momentum_buffer} if momentum != 0 else {}))
     dt = params.dtype.type
-    parallel_range(_sgd_kernel, params.size, _WORK_PER_ELEMENT, params, grad, momentum_buffer, step == 1,
-                   dt(lr), dt(momentum), dt(1 - dampening), dt(weight_decay), nesterov)
+    _sgd_kernel(params, grad, momentum_buffer, step == 1, dt(lr), dt(momentum), dt(1 - dampening),
+                dt(weight_decay), nesterov)
 
 
 @_fused_kernel
-def _sgd_kernel(params, grad, momentum_buffer, first, lr, momentum, one_minus_dampening, weight_decay, nesterov,
-                start, stop):
-    params, grad, momentum_buffer = params[start:stop], grad[start:stop], momentum_buffer[start:stop]
+def _sgd_kernel(params, grad, momentum_buffer, first, lr, momentum, one_minus_dampening, weight_decay, nesterov):
     for i in range(params.size):
         g = grad[i]
         if weight_decay != 0:
@@ -123,18 +116,15 @@ def adam_step(params, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1
     dt = params.dtype.type
     bias_correction1 = 1 - beta1**step
     bias_correction2_sqrt = (1 - beta2**step) ** 0.5
-    parallel_range(_adam_kernel, params.size, _WORK_PER_ELEMENT,
-                   params, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, dt(1 - lr * weight_decay), dt(weight_decay),
-                   decoupled_weight_decay, *_lerp_from(1 - beta1, dt), dt(beta2), dt(1 - beta2),
-                   dt(bias_correction2_sqrt), dt(eps), dt(-lr / bias_correction1), amsgrad)
+    _adam_kernel(params, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, dt(1 - lr * weight_decay), dt(weight_decay),
+                 decoupled_weight_decay, *_lerp_from(1 - beta1, dt), dt(beta2), dt(1 - beta2),
+                 dt(bias_correction2_sqrt), dt(eps), dt(-lr / bias_correction1), amsgrad)
 
 
 @_fused_kernel
 def _adam_kernel(params, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, decay_factor, weight_decay, decoupled,
                  m_from_end, m_coefficient, beta2, one_minus_beta2, bias_correction2_sqrt, eps, neg_step_size,
-                 amsgrad, start, stop):
-    params, grad, exp_avg, exp_avg_sq = params[start:stop], grad[start:stop], exp_avg[start:stop], exp_avg_sq[start:stop]
-    max_exp_avg_sq = max_exp_avg_sq[start:stop]
+                 amsgrad):
     for i in range(params.size):
         p = params[i]
         g = grad[i]
@@ -191,16 +181,13 @@ def rmsprop_step(params, grad, square_avg, grad_avg, momentum_buffer, lr, alpha,
     _check_like_params(params, grad=grad, square_avg=square_avg, **({"grad_avg": grad_avg} if centered else {}),
                        **({"momentum_buffer": momentum_buffer} if momentum > 0 else {}))
     dt = params.dtype.type
-    parallel_range(_rmsprop_kernel, params.size, _WORK_PER_ELEMENT,
-                   params, grad, square_avg, grad_avg, momentum_buffer, dt(lr), dt(alpha), dt(1 - alpha),
-                   *_lerp_from(1 - alpha, dt), dt(eps), dt(weight_decay), dt(momentum), centered)
+    _rmsprop_kernel(params, grad, square_avg, grad_avg, momentum_buffer, dt(lr), dt(alpha), dt(1 - alpha),
+                    *_lerp_from(1 - alpha, dt), dt(eps), dt(weight_decay), dt(momentum), centered)
 
 
 @_fused_kernel
 def _rmsprop_kernel(params, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, one_minus_alpha, a_from_end,
-                    a_coefficient, eps, weight_decay, momentum, centered, start, stop):
-    params, grad, square_avg = params[start:stop], grad[start:stop], square_avg[start:stop]
-    grad_avg, momentum_buffer = grad_avg[start:stop], momentum_buffer[start:stop]
+                    a_coefficient, eps, weight_decay, momentum, centered):
     for i in range(params.size):
         g = grad[i]
         if weight_decay != 0:

@@ -19,114 +19,112 @@ into ``G[g, (p, q, o), (n, I, J)]`` (0 where that is outside gy), and ``depth_to
 space-to-depth) puts the blocks back into images, with zeros on the rows and columns past the
 last block, which no window reads.
 
-The kernels index flat arrays with unsigned offsets, as in :mod:`refplastic.kernels.im2col`
-(which says why), and split their outer loop across threads (:mod:`refplastic.kernels.threads`).
-Each has a naive NumPy twin.
+The kernels index flat arrays with unsigned offsets and run serially, as in
+:mod:`refplastic.kernels.im2col` (which says why). Each has a naive NumPy twin.
 """
 
 import numpy as np
 from numba import njit, uint64
 
-from .threads import parallel_range
 
-
-@njit(cache=True, nogil=True)
-def _space_to_depth(x, sh, sw, bh, bw, s, start, stop):
+@njit(cache=True)
+def _space_to_depth(x, sh, sw, bh, bw, s):
     G, N, C, H, W = x.shape
     src = x.reshape(-1)
     dst = s.reshape(-1)
     plane = bh * bw
     row_length = N * plane
-    for gn in range(start, stop):  # images x[g, n]
-        g, n = gn // N, gn % N
-        for c in range(C):
-            image = ((g * N + n) * C + c) * H * W  # x[g, n, c]
-            for I in range(bh):
-                for a in range(sh):
-                    line = image + (sh * I + a) * W  # x[g, n, c, sh I + a]
-                    for b in range(sw):
-                        row = (((g * C + c) * sh + a) * sw + b) * row_length  # S[g, (c, a, b)]
-                        at = uint64(row + n * plane + I * bw)
-                        frm = uint64(line + b)
-                        for J in range(bw):
-                            dst[at + uint64(J)] = src[frm + uint64(J * sw)]
+    for g in range(G):
+        for n in range(N):
+            for c in range(C):
+                image = ((g * N + n) * C + c) * H * W  # x[g, n, c]
+                for I in range(bh):
+                    for a in range(sh):
+                        line = image + (sh * I + a) * W  # x[g, n, c, sh I + a]
+                        for b in range(sw):
+                            row = (((g * C + c) * sh + a) * sw + b) * row_length  # S[g, (c, a, b)]
+                            at = uint64(row + n * plane + I * bw)
+                            frm = uint64(line + b)
+                            for J in range(bw):
+                                dst[at + uint64(J)] = src[frm + uint64(J * sw)]
 
 
-@njit(cache=True, nogil=True)
-def _depth_to_space(s, sh, sw, bh, bw, x, start, stop):
+@njit(cache=True)
+def _depth_to_space(s, sh, sw, bh, bw, x):
     G, N, C, H, W = x.shape
     src = s.reshape(-1)
     dst = x.reshape(-1)
     plane = bh * bw
     row_length = N * plane
-    for gn in range(start, stop):  # images x[g, n]
-        g, n = gn // N, gn % N
-        for c in range(C):
-            image = ((g * N + n) * C + c) * H * W
-            for k in range(H * W):
-                dst[uint64(image + k)] = 0
-            for I in range(bh):
-                for a in range(sh):
-                    line = image + (sh * I + a) * W
-                    for b in range(sw):
-                        row = (((g * C + c) * sh + a) * sw + b) * row_length
-                        frm = uint64(row + n * plane + I * bw)
-                        at = uint64(line + b)
-                        for J in range(bw):
-                            dst[at + uint64(J * sw)] = src[frm + uint64(J)]
+    for g in range(G):
+        for n in range(N):
+            for c in range(C):
+                image = ((g * N + n) * C + c) * H * W
+                for k in range(H * W):
+                    dst[uint64(image + k)] = 0
+                for I in range(bh):
+                    for a in range(sh):
+                        line = image + (sh * I + a) * W
+                        for b in range(sw):
+                            row = (((g * C + c) * sh + a) * sw + b) * row_length
+                            frm = uint64(row + n * plane + I * bw)
+                            at = uint64(line + b)
+                            for J in range(bw):
+                                dst[at + uint64(J * sw)] = src[frm + uint64(J)]
 
 
-@njit(cache=True, nogil=True)
-def _shift_add(z, mh, mw, bh, bw, bias, y, start, stop):
+@njit(cache=True)
+def _shift_add(z, mh, mw, bh, bw, bias, y):
     G, N, O, oh, ow = y.shape
     src = z.reshape(-1)
     dst = y.reshape(-1)
     plane = bh * bw
     row_length = N * plane
-    for gn in range(start, stop):  # output images y[g, n]
-        g, n = gn // N, gn % N
-        for o in range(O):
-            out = ((g * N + n) * O + o) * oh * ow  # y[g, n, o]
-            value = bias[g, o]
-            for k in range(oh * ow):
-                dst[uint64(out + k)] = value
-            for p in range(mh):
-                for q in range(mw):
-                    block = (((g * mh + p) * mw + q) * O + o) * row_length + n * plane  # Z[g, (p, q, o), n]
-                    for i in range(oh):
-                        frm = uint64(block + (i + p) * bw + q)
-                        at = uint64(out + i * ow)
-                        for j in range(ow):
-                            dst[at + uint64(j)] += src[frm + uint64(j)]
+    for g in range(G):
+        for n in range(N):
+            for o in range(O):
+                out = ((g * N + n) * O + o) * oh * ow  # y[g, n, o]
+                value = bias[g, o]
+                for k in range(oh * ow):
+                    dst[uint64(out + k)] = value
+                for p in range(mh):
+                    for q in range(mw):
+                        block = (((g * mh + p) * mw + q) * O + o) * row_length + n * plane  # Z[g, (p, q, o), n]
+                        for i in range(oh):
+                            frm = uint64(block + (i + p) * bw + q)
+                            at = uint64(out + i * ow)
+                            for j in range(ow):
+                                dst[at + uint64(j)] += src[frm + uint64(j)]
 
 
-@njit(cache=True, nogil=True)
-def _shift_scatter(gy, mh, mw, bh, bw, z, start, stop):
+@njit(cache=True)
+def _shift_scatter(gy, mh, mw, bh, bw, z):
     G, N, O, oh, ow = gy.shape
     src = gy.reshape(-1)
     dst = z.reshape(-1)
     plane = bh * bw
     row_length = N * plane
-    for gpqo in range(start, stop):  # rows (g, p, q, o) of z
-        g, pqo = gpqo // (mh * mw * O), gpqo % (mh * mw * O)
-        p, q, o = pqo // (mw * O), (pqo // O) % mw, pqo % O
-        for n in range(N):
-            block = (((g * mh + p) * mw + q) * O + o) * row_length + n * plane  # G[g, (p, q, o), n]
-            image = ((g * N + n) * O + o) * oh * ow  # gy[g, n, o]
-            for I in range(bh):
-                at = uint64(block + I * bw)
-                i = I - p
-                if i < 0 or i >= oh:
-                    for J in range(bw):
-                        dst[at + uint64(J)] = 0
-                else:
-                    for J in range(q):
-                        dst[at + uint64(J)] = 0
-                    frm = uint64(image + i * ow)
-                    for j in range(ow):
-                        dst[at + uint64(q + j)] = src[frm + uint64(j)]
-                    for J in range(q + ow, bw):
-                        dst[at + uint64(J)] = 0
+    for g in range(G):
+        for p in range(mh):
+            for q in range(mw):
+                for o in range(O):
+                    for n in range(N):
+                        block = (((g * mh + p) * mw + q) * O + o) * row_length + n * plane  # G[g, (p, q, o), n]
+                        image = ((g * N + n) * O + o) * oh * ow  # gy[g, n, o]
+                        for I in range(bh):
+                            at = uint64(block + I * bw)
+                            i = I - p
+                            if i < 0 or i >= oh:
+                                for J in range(bw):
+                                    dst[at + uint64(J)] = 0
+                            else:
+                                for J in range(q):
+                                    dst[at + uint64(J)] = 0
+                                frm = uint64(image + i * ow)
+                                for j in range(ow):
+                                    dst[at + uint64(q + j)] = src[frm + uint64(j)]
+                                for J in range(q + ow, bw):
+                                    dst[at + uint64(J)] = 0
 
 
 def space_to_depth(x, stride, blocks):
@@ -134,7 +132,7 @@ def space_to_depth(x, stride, blocks):
     G, B, C = x.shape[:3]
     (sh, sw), (bh, bw) = stride, blocks
     s = np.empty((G, C * sh * sw, B * bh * bw), x.dtype)
-    parallel_range(_space_to_depth, G * B, s.shape[1] * bh * bw, np.ascontiguousarray(x), sh, sw, bh, bw, s)
+    _space_to_depth(np.ascontiguousarray(x), sh, sw, bh, bw, s)
     return s
 
 
@@ -142,8 +140,7 @@ def depth_to_space(s, x_shape, stride, blocks):
     """Images of shape ``x_shape`` (G, B, C, H, W) from blocks ``s`` (G, C sh sw, B bh bw), zeros elsewhere."""
     (sh, sw), (bh, bw) = stride, blocks
     x = np.empty(x_shape, s.dtype)
-    G, B = x_shape[:2]
-    parallel_range(_depth_to_space, G * B, s.shape[1] * bh * bw, np.ascontiguousarray(s), sh, sw, bh, bw, x)
+    _depth_to_space(np.ascontiguousarray(s), sh, sw, bh, bw, x)
     return x
 
 
@@ -155,7 +152,7 @@ def shift_add(z, n, out_hw, multiple, bias=None):
     bh, bw = oh - 1 + mh, ow - 1 + mw
     bias = np.zeros((G, O), z.dtype) if bias is None else np.ascontiguousarray(bias, dtype=z.dtype).reshape(G, O)
     y = np.empty((G, n, O, oh, ow), z.dtype)
-    parallel_range(_shift_add, G * n, rows * bh * bw, np.ascontiguousarray(z), mh, mw, bh, bw, bias, y)
+    _shift_add(np.ascontiguousarray(z), mh, mw, bh, bw, bias, y)
     return y
 
 
@@ -165,7 +162,7 @@ def shift_scatter(gy, multiple):
     G, n, O, oh, ow = gy.shape
     bh, bw = oh - 1 + mh, ow - 1 + mw
     z = np.empty((G, mh * mw * O, n * bh * bw), gy.dtype)
-    parallel_range(_shift_scatter, G * mh * mw * O, n * bh * bw, np.ascontiguousarray(gy), mh, mw, bh, bw, z)
+    _shift_scatter(np.ascontiguousarray(gy), mh, mw, bh, bw, z)
     return z
 
 

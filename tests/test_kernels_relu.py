@@ -1,0 +1,34 @@
+"""ReLU's fused kernels against their NumPy twins, special values included, and against torch's
+backward for a NaN input."""
+
+import numpy as np
+import pytest
+import torch
+
+from refplastic.kernels.relu import relu, relu_backward, relu_backward_naive, relu_naive
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_relu_kernels_match_naive_including_special_values(dtype):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3, 5, 7)).astype(dtype)
+    x.flat[:6] = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-30]
+    gy = rng.normal(size=x.shape).astype(dtype)
+    gy.flat[6:9] = [np.nan, np.inf, -np.inf]
+    np.testing.assert_array_equal(relu(x), relu_naive(x))
+    assert relu(x).dtype == dtype
+    np.testing.assert_array_equal(relu_backward(x, gy), relu_backward_naive(x, gy))
+    xt, gyt = x.transpose(2, 0, 1), gy.transpose(2, 0, 1)  # non-contiguous inputs
+    np.testing.assert_array_equal(relu(xt), relu_naive(xt))
+    np.testing.assert_array_equal(relu_backward(xt, gyt), relu_backward_naive(xt, gyt))
+    with pytest.raises(ValueError, match="same shape"):
+        relu_backward(x, gy[0])
+
+
+def test_relu_backward_follows_torch_at_nan_and_zero():
+    x = np.array([np.nan, -1.0, 0.0, -0.0, 2.0, np.inf, -np.inf])
+    gy = np.arange(1.0, 8.0)
+    xt = torch.tensor(x, requires_grad=True)
+    torch.relu(xt).backward(torch.tensor(gy))
+    np.testing.assert_array_equal(relu_backward(x, gy), xt.grad.numpy())
+    np.testing.assert_array_equal(relu(x), torch.relu(torch.tensor(x)).numpy())
