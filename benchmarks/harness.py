@@ -5,7 +5,8 @@ Timing protocol: each workload is a pair of closures doing the same work in refp
 torch. After warm-up calls, rounds alternate between the two; each round starts with a pause
 that lets the other library's spinning worker threads park, then one untimed call, then calls
 for about ``budget`` seconds (a call longer than that is its own round). A cell is the median
-over rounds of a round's mean time per call.
+over rounds of a round's mean time per call; the table also gives the range of the paired ratios
+(each refplastic round over the torch round right after it).
 
 Import this module before numpy: :func:`parse_args` sets the BLAS and Numba thread counts,
 which numpy and Numba read when they load.
@@ -109,7 +110,9 @@ def seconds_per_call(f, budget=0.3):
 
 
 def compare(ours, theirs, repeats, alone=False, warmup=3):
-    """``(refplastic seconds, torch seconds)`` per call; torch's is NaN with ``alone``."""
+    """``(refplastic seconds, torch seconds, paired ratios)``: medians over rounds of the seconds per
+    call, and each round's refplastic time over the torch round that follows it (adjacent rounds
+    see the same machine, so their ratio is steadier than the times). torch's is NaN with ``alone``."""
     for f in (ours,) if alone else (ours, theirs):  # warm up: compile, allocate
         for _ in range(warmup):
             f()
@@ -120,11 +123,15 @@ def compare(ours, theirs, repeats, alone=False, warmup=3):
         if not alone:
             settle()
             b.append(seconds_per_call(theirs))
-    return median(a), (median(b) if b else float("nan"))
+    ratios = [x / y for x, y in zip(a, b)]
+    return median(a), (median(b) if b else float("nan")), ratios
 
 
 def run(workloads, args):
-    """Time ``workloads`` (``(name, dtype, make_pair, repeats, warmup)``) and print the table."""
+    """Time ``workloads`` (``(name, dtype, make_pair, repeats, warmup)``) and print the table.
+
+    The ratio is refplastic's median time over torch's; the range is that of the paired ratios
+    of adjacent rounds (see :func:`compare`)."""
     import numpy as np
     import torch
 
@@ -132,14 +139,15 @@ def run(workloads, args):
     for workload, dtype, make, repeats, warmup in workloads:
         if args.only and args.only not in workload:
             continue
-        ours, theirs = compare(*make(), repeats, args.alone, warmup)
-        rows.append((workload, dtype, ours * 1e3, theirs * 1e3, ours / theirs))
+        ours, theirs, ratios = compare(*make(), repeats, args.alone, warmup)
+        spread = f"{min(ratios):.2f}-{max(ratios):.2f}" if ratios else "-"
+        rows.append((workload, dtype, ours * 1e3, theirs * 1e3, ours / theirs, spread))
         if not args.markdown:
             print(f"{workload:<52} {dtype:<8} refplastic {ours * 1e3:10.3f} ms  torch {theirs * 1e3:10.3f} ms  "
-                  f"ratio {ours / theirs:5.2f}", flush=True)
+                  f"ratio {ours / theirs:5.2f}  rounds {spread}", flush=True)
     if args.markdown:
-        print("| workload | dtype | refplastic (ms) | torch (ms) | ratio refplastic/torch |")
-        print("|---|---|---:|---:|---:|")
-        for workload, dtype, ours, theirs, ratio in rows:
-            print(f"| {workload} | {dtype} | {ours:.3f} | {theirs:.3f} | {ratio:.2f} |")
+        print("| workload | dtype | refplastic (ms) | torch (ms) | ratio refplastic/torch | paired ratios of the rounds |")
+        print("|---|---|---:|---:|---:|---:|")
+        for workload, dtype, ours, theirs, ratio, spread in rows:
+            print(f"| {workload} | {dtype} | {ours:.3f} | {theirs:.3f} | {ratio:.2f} | {spread} |")
     print(f"\nthreads={args.threads}, torch {torch.__version__}, numpy {np.__version__}")
