@@ -4,6 +4,7 @@ Every command turns bad input into one line ``Error: ...`` and a non-zero exit (
 1 for bad data or files); set ``REFPLASTIC_DEBUG=1`` to see the traceback instead.
 """
 
+import math
 import os
 import sys
 
@@ -21,6 +22,24 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 LOSSES = ("mse", "cross_entropy", "huber")
 CURVATURE_QUANTITIES = ("hessian_eigenvalues", "ggn_eigenvalues", "hessian_lanczos", "ggn_lanczos", "hessian_trace",
                         "ggn_trace", "hessian_density", "ggn_density", "gradients", "ntk")
+
+
+class PositiveFloat(click.ParamType):
+    """A finite number > 0 (click's FloatRange lets nan and inf through)."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not (math.isfinite(number) and number > 0):
+            self.fail(f"must be a finite number > 0, got {value!r}", param, ctx)
+        return number
+
+
+POSITIVE_FLOAT = PositiveFloat()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,7 +74,7 @@ def _int_list(ctx, param, value):
               default="ReLU", show_default=True)
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam",
               show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--lr", type=POSITIVE_FLOAT, default=1e-3, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=2000, show_default=True)
 @click.option("--eval-every", type=click.IntRange(min=1), default=100, show_default=True)
@@ -281,7 +300,7 @@ def compute(inp, out):
 @click.argument("theirs", type=click.Path(dir_okay=False))
 @click.option("--reference", "reference_path", type=click.Path(dir_okay=False), default=None,
               help="The reference file. Default: the built-in suite, computed now.")
-@click.option("--rtol", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--rtol", type=POSITIVE_FLOAT, default=None,
               help="Relative tolerance. Default: 1e-8 for float64 cases, 1e-4 for float32.")
 def verify(theirs, reference_path, rtol):
     """Compare THEIRS with the reference: a table case x quantity; non-zero exit on a mismatch."""

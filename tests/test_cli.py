@@ -39,6 +39,10 @@ def test_train_prints_a_learning_curve_and_writes_a_checkpoint(tmp_path):
     (["train", "--hidden", "a,b"], "comma-separated integers"),
     (["train", "--activation", "Swish"], "--activation"),
     (["train", "--lr", "-1"], "--lr"),
+    (["train", "--lr", "nan"], "finite number > 0"),
+    (["train", "--lr", "inf"], "finite number > 0"),
+    (["verify", "theirs.h5", "--rtol", "nan"], "--rtol"),
+    (["verify", "theirs.h5", "--rtol", "1e-8x"], "is not a number"),
     (["train", "--out", "/no/such/dir/r.h5", "--steps", "1"], "directory does not exist"),
     (["frobnicate"], "No such command"),
 ])
