@@ -66,7 +66,7 @@ def _int_list(ctx, param, value):
 
 
 @cli.command()
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random draw.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of every random draw.")
 @click.option("--dataset", type=click.Choice(DATASETS),
               default="teacher-classification", show_default=True, help="Built-in generated data set.")
 @click.option("--hidden", default="64,64", show_default=True, callback=_int_list, help="Hidden widths.")
@@ -186,7 +186,7 @@ EXAMPLES_OPTION = click.option("--examples", type=click.IntRange(min=1), default
               callback=_quantity_list, help=f"Comma-separated, from: {', '.join(CURVATURE_QUANTITIES)}.")
 @click.option("--top-k", type=click.IntRange(min=1), default=20, show_default=True,
               help="Lanczos: how many largest and smallest eigenvalues.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random probes.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the random probes.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, callback=_writable_path,
               help="Write the report here (HDF5, layout in docs/curvature.md).")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, callback=_writable_path,
@@ -247,7 +247,7 @@ def _stat_names(ctx, param, value):
               help="Comma-separated statistic names (docs/statistics.md). Default: the default set.")
 @click.option("--init", "init_network", type=click.Path(dir_okay=False), default=None,
               help="The network at initialisation (a checkpoint), for the statistics relative to it.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of k-means and Lanczos.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of k-means and Lanczos.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, callback=_writable_path,
               help="Write the statistics here (HDF5, layout in docs/statistics.md).")
 def stats(network, data, loss, examples, names, init_network, seed, out):
