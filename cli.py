@@ -326,10 +326,11 @@ def main(argv=None):
             raise
         click.echo(f"Error: {e.format_message()}", err=True)
         sys.exit(e.exit_code)
-    except (ValueError, OSError, KeyError, RuntimeError) as e:
+    except (ValueError, OSError, KeyError, RuntimeError, MemoryError) as e:
         if debug:
             raise
-        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        message = str(e).splitlines()[0] if str(e) else ("out of memory" if isinstance(e, MemoryError)
+                                                          else type(e).__name__)
         click.echo(f"Error: {message}", err=True)
         sys.exit(1)
 

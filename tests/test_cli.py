@@ -57,6 +57,12 @@ def test_bad_arguments_give_one_line_and_nonzero_exit(args, message):
     assert len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0], out.stderr
 
 
+def test_a_network_too_large_for_memory_is_one_line():
+    out = run("train", "--hidden", "100000,100000", "--steps", "1")  # 10^10 parameters, 75 GiB
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("Error: Unable to allocate 74.5 GiB")
+
+
 def test_resume_from_a_foreign_file_is_one_line(tmp_path):
     bad = tmp_path / "bad.h5"
     bad.write_text("hello")
