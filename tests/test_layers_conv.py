@@ -148,11 +148,27 @@ def test_conv2d_initialisation_uses_fan_in_of_the_kernel():
         assert np.all(np.abs(p) <= bound) and np.abs(p).max() > 0.9 * bound
 
 
+@pytest.mark.parametrize("padding,kernel", [("same", 3), ("same", (5, 1)), ("valid", 4), ("valid", (2, 3))])
+def test_conv2d_string_padding_is_torchs(padding, kernel):
+    rng = np.random.default_rng(1)
+    net = Network([Conv2d(2, 3, kernel, padding=padding)], rng)
+    reference = torch.nn.Sequential(torch.nn.Conv2d(2, 3, kernel, padding=padding)).double()  # torch's string padding
+    reference.load_state_dict({k: torch.from_numpy(v) for k, v in net.state_dict().items()})
+    x = rng.normal(size=(2, 2, 6, 7))
+    y = net(x)
+    np.testing.assert_allclose(y, reference(torch.from_numpy(x)).detach().numpy(), rtol=1e-12, atol=1e-14)
+    if padding == "same":
+        assert y.shape == (2, 3, 6, 7)
+    check_layer(net.layers[0], (2, 2, 6, 7), rng)  # all four maps, through the resolved int padding
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"groups": 2}, "groups"),
     ({"dilation": 2}, "dilation"),
     ({"padding_mode": "reflect"}, "padding_mode"),
-    ({"padding": "same"}, "padding"),
+    ({"padding": "full"}, "'valid' or 'same'"),
+    ({"padding": "same", "kernel_size": (3, 2)}, "even kernel_size"),
+    ({"padding": "same", "stride": 2}, "stride 1"),
     ({"padding": -1}, "padding"),
     ({"stride": 0}, "stride"),
     ({"kernel_size": 0}, "kernel_size"),

@@ -53,6 +53,23 @@ def as_pair(value, name, minimum):
     return tuple(int(v) for v in pair)
 
 
+def padding_from_string(padding, kernel, stride):
+    """torch's ``padding="valid"`` (no padding) and ``padding="same"`` (stride 1; the output has
+    the input's size) as a pair of ints. "same" pads ``(k - 1) / 2`` on each side, so it needs an
+    odd kernel: torch pads an even kernel's extra row on one side only, which this layer's
+    symmetric padding cannot express (a ValueError says so)."""
+    if padding == "valid":
+        return (0, 0)
+    if padding != "same":
+        raise ValueError(f"padding must be an int, a pair of ints, 'valid' or 'same', got {padding!r}")
+    if stride != (1, 1):
+        raise ValueError(f"padding='same' needs stride 1 (as in torch), got stride={stride}")
+    if any(k % 2 == 0 for k in kernel):
+        raise ValueError(f"padding='same' with the even kernel_size {kernel} pads one side more than the other, "
+                         "which Conv2d does not support; give the padding as ints")
+    return tuple((k - 1) // 2 for k in kernel)
+
+
 def channel_major(a):
     """(G, N, O, OH, OW) -> (G, O, N OH OW): the layout of the im2col products."""
     G, N, O = a.shape[:3]
@@ -157,7 +174,8 @@ class Conv2d(Layer):
     """``Conv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
     bias=True, padding_mode="zeros")``, torch's signature.
 
-    ``kernel_size``, ``stride`` and ``padding`` are ints or pairs (height, width). ``dilation``,
+    ``kernel_size``, ``stride`` and ``padding`` are ints or pairs (height, width); ``padding`` may
+    also be ``"valid"`` or ``"same"`` (odd kernels, see :func:`padding_from_string`). ``dilation``,
     ``groups`` and ``padding_mode`` are accepted at their defaults only. The lowering is
     :class:`SpaceToDepth` when the kernel is a multiple of a stride of at least 2 (on one axis at
     least), :class:`Im2col` otherwise.
@@ -179,6 +197,8 @@ class Conv2d(Layer):
         self.out_channels = int(out_channels)
         self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
         self.stride = as_pair(stride, "stride", 1)
+        if isinstance(padding, str):
+            padding = padding_from_string(padding, self.kernel_size, self.stride)
         self.padding = as_pair(padding, "padding", 0)
         self.bias = bool(bias)
         self.param_shapes = {"weight": (self.out_channels, self.in_channels, *self.kernel_size)}
