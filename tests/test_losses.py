@@ -59,6 +59,40 @@ def test_loss_against_torch(name, shape, probabilities, dtype):
         assert_close(hz, (g_plus - g_minus) / (2 * h), 1e-6, f"{name} Hessian-vector product vs FD")
 
 
+TORCH_MODULE = {"mse": torch.nn.MSELoss, "huber": torch.nn.HuberLoss, "cross_entropy": torch.nn.CrossEntropyLoss}
+LOSS_CLASS = {"mse": MSELoss, "huber": HuberLoss, "cross_entropy": CrossEntropyLoss}
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("name,shape,probabilities,kwargs", [
+    ("mse", (7, 3), False, {}), ("huber", (9, 4), False, {}), ("huber", (5, 2), False, {"delta": 0.3}),
+    ("huber", (4, 3), False, {"delta": 2.5}), ("cross_entropy", (8, 5), False, {}), ("cross_entropy", (6, 3), True, {})])
+def test_reductions_and_huber_delta_against_torch(name, shape, probabilities, kwargs, reduction):
+    rng = np.random.default_rng(4)
+    z = rng.normal(scale=2.0, size=shape)
+    t = _targets(name, z, rng, probabilities)
+    rz = rng.normal(size=shape)
+    loss = LOSS_CLASS[name](reduction=reduction, **kwargs)
+    value, cache = loss.forward(z, t)
+    zt = torch.tensor(z, requires_grad=True)
+    lt = TORCH_MODULE[name](reduction=reduction, **kwargs)(zt, torch.tensor(t))
+    (gt,) = torch.autograd.grad(lt, zt, create_graph=True)
+    (ht,) = torch.autograd.grad(gt, zt, grad_outputs=torch.tensor(rz))
+    assert_close(value, lt.item(), 1e-12, f"{name} {reduction} value")
+    assert_close(loss.backward(cache), gt.detach().numpy(), 1e-12, f"{name} {reduction} gradient")
+    assert_close(loss.backward_r(cache, rz), ht.numpy(), 1e-12, f"{name} {reduction} Hessian-vector product")
+
+
+def test_bad_reductions_and_deltas_are_clear_errors():
+    for cls in (MSELoss, HuberLoss, CrossEntropyLoss):
+        with pytest.raises(ValueError, match="'mean' or 'sum'"):
+            cls(reduction="none")
+    for delta in (0, -1.0, float("nan"), float("inf"), "1"):
+        with pytest.raises(ValueError, match="delta"):
+            HuberLoss(delta=delta)
+    assert repr(MSELoss(reduction="sum")) == "MSELoss(reduction='sum')" and repr(MSELoss()) == "MSELoss()"
+
+
 def test_cross_entropy_is_stable_for_huge_logits():
     z = np.array([[1000.0, 0.0, -1000.0], [-5000.0, 5000.0, 0.0]])
     loss, cache = CrossEntropyLoss().forward(z, np.array([0, 0]))

@@ -1,9 +1,13 @@
-"""Losses with PyTorch's default mean reductions, and their first and second derivatives.
+"""Losses with PyTorch's reductions, and their first and second derivatives.
 
 Each loss maps network outputs ``z`` and targets ``t`` to a scalar ``L``. Besides the value it
 gives ``gz = dL/dz`` (``backward``) and the output-space Hessian-vector product
 ``R{gz} = (d^2 L / dz^2) Rz`` (``backward_r``), which starts the backward R-pass of an exact
 Hessian-vector product and is the middle factor of the Gauss-Newton matrix.
+
+``reduction`` is torch's: ``"mean"`` (the default) divides the summed loss by the count written
+``M`` (or ``N``) in each formula below, ``"sum"`` does not (read ``1/M`` as 1). torch's
+``"none"`` gives a loss per element, not the scalar these maps differentiate, and is refused.
 """
 
 import numpy as np
@@ -15,15 +19,26 @@ class Loss:
 
     name = ""
 
+    def __init__(self, reduction="mean"):
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r} "
+                             "('none' gives a loss per element, not a scalar to differentiate)")
+        self.reduction = reduction
+
+    def divisor(self, count):
+        """What the summed loss is divided by: ``count`` for the mean, 1 for the sum."""
+        return count if self.reduction == "mean" else 1
+
     def __call__(self, z, t):
         return self.forward(z, t)[0]
 
     def __repr__(self):
-        return f"{type(self).__name__}()"
+        return f"{type(self).__name__}()" if self.reduction == "mean" else \
+            f"{type(self).__name__}(reduction={self.reduction!r})"
 
 
 class MSELoss(Loss):
-    """Mean squared error over all M elements (``torch.nn.MSELoss()``):
+    """Squared error over all M elements (``torch.nn.MSELoss(reduction="mean")``):
 
         L = (1/M) sum (z - t)^2,   gz = 2 (z - t) / M,   d^2L/dz^2 = (2/M) I
     """
@@ -33,17 +48,18 @@ class MSELoss(Loss):
     def forward(self, z, t):
         t = _float_targets(z, t)
         d = z - t
-        return float(np.vdot(d, d)) / d.size, d
+        return float(np.vdot(d, d)) / self.divisor(d.size), d
 
     def backward(self, d):
-        return d * (2.0 / d.size)
+        return d * (2.0 / self.divisor(d.size))
 
     def backward_r(self, d, rz):
-        return rz * (2.0 / d.size)
+        return rz * (2.0 / self.divisor(d.size))
 
 
 class HuberLoss(Loss):
-    """Huber loss with threshold delta (``torch.nn.HuberLoss(delta=1.0)``), mean over M elements:
+    """Huber loss with threshold delta (``torch.nn.HuberLoss(reduction="mean", delta=1.0)``) over M
+    elements:
 
         l(d) = d^2 / 2 if |d| < delta else delta (|d| - delta / 2),   d = z - t
         L = (1/M) sum l(d),  gz = clip(d, -delta, delta) / M,  d^2L/dz^2 = diag([|d| < delta]) / M
@@ -51,9 +67,10 @@ class HuberLoss(Loss):
 
     name = "huber"
 
-    def __init__(self, delta=1.0):
-        if not delta > 0:
-            raise ValueError(f"HuberLoss delta must be positive, got {delta}")
+    def __init__(self, reduction="mean", delta=1.0):
+        super().__init__(reduction)
+        if not (isinstance(delta, (int, float, np.floating, np.integer)) and np.isfinite(delta) and delta > 0):
+            raise ValueError(f"HuberLoss delta must be a finite positive number, got {delta!r}")
         self.delta = float(delta)
 
     def forward(self, z, t):
@@ -62,19 +79,20 @@ class HuberLoss(Loss):
         a = np.abs(d)
         inside = a < self.delta
         l = np.where(inside, 0.5 * d * d, self.delta * (a - 0.5 * self.delta))
-        return float(l.sum()) / d.size, (d, inside)
+        return float(l.sum()) / self.divisor(d.size), (d, inside)
 
     def backward(self, cache):
         d, inside = cache
-        return np.clip(d, -self.delta, self.delta) / d.size
+        return np.clip(d, -self.delta, self.delta) / self.divisor(d.size)
 
     def backward_r(self, cache, rz):
         d, inside = cache
-        return np.where(inside, rz, 0) / d.size
+        return np.where(inside, rz, 0) / self.divisor(d.size)
 
 
 class CrossEntropyLoss(Loss):
-    """Softmax cross-entropy (``torch.nn.CrossEntropyLoss()``) on logits ``z`` of shape (N, C).
+    """Softmax cross-entropy (``torch.nn.CrossEntropyLoss(reduction="mean")``) on logits ``z`` of
+    shape (N, C).
 
     Targets are class indices ``y`` of shape (N,) or class probabilities ``t`` of shape (N, C).
     With ``p = softmax(z)`` computed by a stable log-sum-exp, ``s_n = sum_c t_nc``:
@@ -110,16 +128,16 @@ class CrossEntropyLoss(Loss):
         lse = zmax + np.log(se)
         p = e / se
         s = t.sum(axis=1, keepdims=True)
-        loss = float((s * lse).sum() - np.vdot(t, z)) / n
+        loss = float((s * lse).sum() - np.vdot(t, z)) / self.divisor(n)
         return loss, (p, t, s)
 
     def backward(self, cache):
         p, t, s = cache
-        return (s * p - t) / p.shape[0]
+        return (s * p - t) / self.divisor(p.shape[0])
 
     def backward_r(self, cache, rz):
         p, t, s = cache
-        return s * p * (rz - (p * rz).sum(axis=-1, keepdims=True)) / p.shape[0]
+        return s * p * (rz - (p * rz).sum(axis=-1, keepdims=True)) / self.divisor(p.shape[0])
 
 
 def _float_targets(z, t):
