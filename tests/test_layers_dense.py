@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from oracle import check_layer
 
-from refplastic.nn import GELU, Flatten, Identity, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
+from refplastic.nn import GELU, Flatten, Identity, LeakyReLU, Linear, MSELoss, Network, ReLU, Sigmoid, Tanh
 
 DTYPES = [np.float64, np.float32]
 
@@ -17,7 +17,7 @@ def test_linear(shape, bias, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("layer", [ReLU(), LeakyReLU(), LeakyReLU(0.2), Tanh(), Sigmoid(), GELU(), Identity()],
+@pytest.mark.parametrize("layer", [ReLU(), LeakyReLU(), LeakyReLU(0.2), Tanh(), Sigmoid(), GELU(), GELU("tanh"), Identity()],
                          ids=repr)
 @pytest.mark.parametrize("shape", [(6, 5), (2, 3, 4, 4)])
 def test_activation(layer, shape, dtype):
@@ -41,3 +41,13 @@ def test_linear_rejects_wrong_width():
     net_layer = Linear(3, 2)
     with pytest.raises(ValueError, match="last dimension 3"):
         net_layer.forward(np.zeros((4, 5)))
+
+
+@pytest.mark.parametrize("layer", [ReLU(), LeakyReLU(), Tanh(), Sigmoid(), GELU(), GELU("tanh"), Identity()], ids=repr)
+def test_activation_keeps_float32(layer):
+    net = Network([Linear(4, 3), layer], np.random.default_rng(0), np.float32)
+    x = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
+    outs = net.layer_outputs(x)
+    assert all(o.dtype == np.float32 for o in outs)
+    net.loss_and_grad(x, np.zeros((5, 3), np.float32), MSELoss())
+    assert net.grad.dtype == np.float32

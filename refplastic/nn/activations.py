@@ -13,7 +13,7 @@ PyTorch's one-sided choice ``phi'(0) = slope of the left piece``.
 
 import numpy as np
 
-from ..kernels.gelu import gelu, gelu_d1, gelu_d2
+from ..kernels.gelu import gelu, gelu_d1, gelu_d2, gelu_tanh, gelu_tanh_d1, gelu_tanh_d2
 from ..kernels.relu import relu, relu_backward
 from .layer import Layer
 
@@ -134,26 +134,30 @@ class Sigmoid(Elementwise):
 
 
 class GELU(Elementwise):
-    """Exact GELU, ``phi(x) = x Phi(x)`` with ``Phi(x) = (1 + erf(x / sqrt 2)) / 2``.
+    """GELU, ``phi(x) = x Phi(x)`` with ``Phi(x) = (1 + erf(x / sqrt 2)) / 2`` (``approximate="none"``,
+    torch's default), or torch's tanh approximation (``approximate="tanh"``).
 
-    ``phi'(x) = Phi(x) + x p(x)`` and ``phi''(x) = p(x) (2 - x^2)``, ``p`` the standard normal
-    density. Only ``approximate='none'`` (PyTorch's default) is supported.
+    Exact: ``phi'(x) = Phi(x) + x p(x)`` and ``phi''(x) = p(x) (2 - x^2)``, ``p`` the standard
+    normal density. The tanh form and its derivatives are in :mod:`refplastic.kernels.gelu`.
     """
+
+    FORMS = {"none": (gelu, gelu_d1, gelu_d2), "tanh": (gelu_tanh, gelu_tanh_d1, gelu_tanh_d2)}
 
     def __init__(self, approximate="none"):
         super().__init__()
-        if approximate != "none":
-            raise ValueError(f"GELU supports approximate='none' only, got {approximate!r}")
+        if approximate not in self.FORMS:
+            raise ValueError(f"GELU approximate must be 'none' or 'tanh', got {approximate!r}")
         self.approximate = approximate
+        self._phi, self._d1, self._d2 = self.FORMS[approximate]
 
     def config(self):
         return {"approximate": self.approximate}
 
     def phi(self, x):
-        return gelu(x)
+        return self._phi(x)
 
     def d1(self, x, y):
-        return gelu_d1(x)
+        return self._d1(x)
 
     def d2(self, x, y):
-        return gelu_d2(x)
+        return self._d2(x)

@@ -1,5 +1,5 @@
-"""ReLU's fused kernels against their NumPy twins, special values included, and against torch's
-backward for a NaN input."""
+"""The activation kernels (ReLU's fused maps, GELU in both forms) against their NumPy twins, and
+ReLU's backward against torch's for a NaN input."""
 
 import numpy as np
 import pytest
@@ -32,3 +32,21 @@ def test_relu_backward_follows_torch_at_nan_and_zero():
     torch.relu(xt).backward(torch.tensor(gy))
     np.testing.assert_array_equal(relu_backward(x, gy), xt.grad.numpy())
     np.testing.assert_array_equal(relu(x), torch.relu(torch.tensor(x)).numpy())
+
+
+@pytest.mark.parametrize("form", ["", "_tanh"])
+def test_gelu_kernels_match_naive(form):
+    from refplastic.kernels import gelu as kernels
+
+    x = np.concatenate([np.linspace(-9.0, 9.0, 2001), [0.0, -0.0, 1e-12, -40.0, 40.0]])
+    for suffix in ("", "_d1", "_d2"):
+        fast, naive = getattr(kernels, f"gelu{form}{suffix}"), getattr(kernels, f"gelu{form}{suffix}_naive")
+        np.testing.assert_allclose(fast(x), naive(x), rtol=1e-13, atol=1e-13, err_msg=f"gelu{form}{suffix}")  # cancellation near -1
+        assert fast(x.astype(np.float32)).dtype == np.float32
+
+
+def test_gelu_rejects_unknown_forms():
+    from refplastic.nn import GELU
+
+    with pytest.raises(ValueError, match="'none' or 'tanh'"):
+        GELU("erf")
