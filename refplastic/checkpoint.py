@@ -17,7 +17,7 @@ import json
 
 import numpy as np
 
-from .h5io import atomic_h5, open_h5, read_dict, read_json_attr, write_dict, write_json_attr
+from .h5io import atomic_h5, open_h5, read_datasets, read_dict, read_json_attr, write_dict, write_json_attr
 from .nn import Network, as_dtype
 
 BIT_GENERATORS = {g.__name__: g for g in (np.random.PCG64, np.random.PCG64DXSM, np.random.Philox,
@@ -70,16 +70,20 @@ def load_checkpoint(path):
         net = _network_from(f, path)
         out = {"network": net, "optimizer_name": None, "optimizer_state": None, "run": None}
         if "optimizer" in f:
-            state = read_dict(f["optimizer"])
+            state = read_dict(f["optimizer"], f"{path}: /optimizer")
+            if "name" not in state:
+                raise ValueError(f"{path}: /optimizer: missing attribute 'name'")
             out["optimizer_name"] = state.pop("name")
             out["optimizer_state"] = state
         if "run" in f:
             run = f["run"]
+            if "step" not in run.attrs or "history" not in run:
+                raise ValueError(f"{path}: /run needs an attribute 'step' and a group 'history'")
             out["run"] = {
                 "config": read_json_attr(run, "config", f"{path}: /run"),
                 "rng_state": read_json_attr(run, "rng_state", f"{path}: /run"),
                 "step": int(run.attrs["step"]),
-                "history": {k: run["history"][k][()] for k in run["history"]},
+                "history": read_datasets(run["history"], f"{path}: /run/history"),
             }
         return out
 
@@ -92,8 +96,10 @@ def _network_from(f, path):
     architecture = read_json_attr(f, "architecture", str(path))
     if "state" not in f:
         raise ValueError(f"{path}: missing group /state")
+    if "dtype" not in f.attrs:
+        raise ValueError(f"{path}: missing attribute 'dtype'")
     net = Network.from_architecture(architecture, np.random.default_rng(0), as_dtype(str(f.attrs["dtype"])))
-    state = {name: f["state"][name][()] for name in f["state"]}
+    state = read_datasets(f["state"], f"{path}: /state")
     try:
         net.load_state_dict(state)
     except ValueError as e:

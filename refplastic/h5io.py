@@ -72,9 +72,21 @@ def write_dict(group, values):
             group.attrs[key] = value
 
 
-def read_dict(group):
+def read_dict(group, where):
     """Inverse of :func:`write_dict`: datasets as arrays, attributes as Python scalars."""
     out = {k: np.asarray(v) for k, v in group.attrs.items()}
     out = {k: (v.item() if v.ndim == 0 else v) for k, v in out.items()}
-    out.update({k: group[k][()] for k in group if isinstance(group[k], h5py.Dataset)})
+    out.update(read_datasets(group, where))
     return out
+
+
+def read_datasets(group, where):
+    """``{name: array}`` of the members of ``group``, each of which must be a dataset."""
+    if not isinstance(group, h5py.Group):
+        raise ValueError(f"{where}: expected a group, found a dataset")
+    arrays = {}
+    for name, member in group.items():
+        if not isinstance(member, h5py.Dataset):
+            raise ValueError(f"{where}/{name}: expected a dataset, found a group")
+        arrays[name] = member[()]
+    return arrays

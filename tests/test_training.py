@@ -69,6 +69,24 @@ def test_checkpoint_round_trip_and_bad_files(tmp_path):
         load_network(path)
 
 
+@pytest.mark.parametrize("damage,match", [
+    (lambda f: (f["state"].__delitem__("0.weight"), f["state"].create_group("0.weight")), "expected a dataset"),
+    (lambda f: f.attrs.__delitem__("dtype"), "missing attribute 'dtype'"),
+    (lambda f: f.attrs.__setitem__("architecture", '[{"type": "Linear", "in_features": -3, "out_features": 7}]'),
+     "in_features must be a positive int"),
+    (lambda f: f["run"].attrs.__delitem__("step"), "attribute 'step'"),
+    (lambda f: (f["run/history"].__delitem__("step"), f["run/history"].create_group("step")), "expected a dataset"),
+    (lambda f: f["optimizer"].attrs.__delitem__("name"), "missing attribute 'name'"),
+])
+def test_damaged_checkpoints_are_clear_errors(tmp_path, damage, match):
+    path = tmp_path / "run.h5"
+    train(TrainConfig(**{**SMALL, "steps": 20}), checkpoint=path)
+    with h5py.File(path, "a") as f:
+        damage(f)
+    with pytest.raises(ValueError, match=match):
+        load_checkpoint(path)
+
+
 def test_no_half_written_file_on_error(tmp_path):
     net = make_mlp(5, (7,), 3, "ReLU", np.random.default_rng(0), np.float64)
     path = tmp_path / "net.h5"

@@ -18,9 +18,10 @@ or removing a quantity does not change the others' numbers.
 
 import json
 
+import h5py
 import numpy as np
 
-from ..h5io import atomic_h5, open_h5, read_dict, write_dict
+from ..h5io import atomic_h5, open_h5, write_dict
 from .ggn import ggn
 from .hessian import hessian
 from .hutchinson import hutchinson_trace
@@ -153,12 +154,10 @@ def read_report_h5(path):
 
 
 def _read_group(group):
-    values = read_dict(group)
-    out = {k: v for k, v in values.items() if k in group}
-    out["attrs"] = {k: v for k, v in values.items() if k not in group}
-    for key in group:
-        if key not in out:
-            out[key] = _read_group(group[key])
+    out = {key: (member[()] if isinstance(member, h5py.Dataset) else _read_group(member))
+           for key, member in group.items()}
+    attrs = {k: np.asarray(v) for k, v in group.attrs.items()}
+    out["attrs"] = {k: (v.item() if v.ndim == 0 else v) for k, v in attrs.items()}
     return out
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..kernels.gelu import gelu, gelu_d1, gelu_d2, gelu_tanh, gelu_tanh_d1, gelu_tanh_d2
 from ..kernels.relu import relu, relu_backward
+from .arguments import finite_float
 from .layer import Layer
 
 
@@ -90,7 +91,7 @@ class LeakyReLU(Elementwise):
 
     def __init__(self, negative_slope=0.01, inplace=False):
         super().__init__()
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = finite_float(negative_slope, "negative_slope")
 
     def config(self):
         return {"negative_slope": self.negative_slope}

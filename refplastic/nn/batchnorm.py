@@ -21,6 +21,7 @@ Only ``forward`` updates the running statistics; the other maps read the forward
 
 import numpy as np
 
+from .arguments import finite_float, positive_int
 from .normalization import Normalization, Standardized, standardize
 
 
@@ -29,9 +30,9 @@ class _BatchNorm(Normalization):
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
         super().__init__()
-        self.num_features = int(num_features)
-        self.eps = float(eps)
-        self.momentum = None if momentum is None else float(momentum)
+        self.num_features = positive_int(num_features, "num_features")
+        self.eps = finite_float(eps, "eps", 0, strictly_above=True)
+        self.momentum = None if momentum is None else finite_float(momentum, "momentum", 0, 1)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
         if self.affine:

@@ -40,17 +40,9 @@ import numpy as np
 
 from ..kernels.im2col import col2im, conv_output_size, im2col
 from ..kernels.space_to_depth import depth_to_space, shift_add, shift_scatter, space_to_depth
+from .arguments import as_pair, positive_int
 from .init import torch_default_init_
 from .layer import Layer
-
-
-def as_pair(value, name, minimum):
-    """``(a, b)`` from an int or a pair of ints, each at least ``minimum``; else a ValueError."""
-    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair) \
-            or min(pair) < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum} or a pair of them, got {value!r}")
-    return tuple(int(v) for v in pair)
 
 
 def padding_from_string(padding, kernel, stride):
@@ -190,11 +182,8 @@ class Conv2d(Layer):
             raise ValueError(f"Conv2d supports groups=1 only, got groups={groups!r}")
         if padding_mode != "zeros":
             raise ValueError(f"Conv2d supports padding_mode='zeros' only, got padding_mode={padding_mode!r}")
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        self.in_channels = int(in_channels)
-        self.out_channels = int(out_channels)
+        self.in_channels = positive_int(in_channels, "in_channels")
+        self.out_channels = positive_int(out_channels, "out_channels")
         self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
         self.stride = as_pair(stride, "stride", 1)
         if isinstance(padding, str):

@@ -4,14 +4,15 @@ A reshape: every map is the same reshape (forward, forward_r) or its inverse (ba
 backward_r), and it has no second derivative.
 """
 
+from .arguments import integer
 from .layer import Layer
 
 
 class Flatten(Layer):
     def __init__(self, start_dim=1, end_dim=-1):
         super().__init__()
-        self.start_dim = int(start_dim)
-        self.end_dim = int(end_dim)
+        self.start_dim = integer(start_dim, "start_dim")
+        self.end_dim = integer(end_dim, "end_dim")
 
     def config(self):
         return {"start_dim": self.start_dim, "end_dim": self.end_dim}

@@ -9,18 +9,19 @@ gamma (ones at init) and beta (zeros) of shape ``normalized_shape``, their gradi
 the leading axes. The four maps are those of :mod:`refplastic.nn.normalization`.
 """
 
-import numpy as np
-
+from .arguments import finite_float, positive_int
 from .normalization import Normalization, Standardized, standardize
 
 
 class LayerNorm(Normalization):
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True):
         super().__init__()
-        if isinstance(normalized_shape, (int, np.integer)):
+        if not isinstance(normalized_shape, (list, tuple)):
             normalized_shape = (normalized_shape,)
-        self.normalized_shape = tuple(int(n) for n in normalized_shape)
-        self.eps = float(eps)
+        self.normalized_shape = tuple(positive_int(n, "normalized_shape") for n in normalized_shape)
+        if not self.normalized_shape:
+            raise ValueError("normalized_shape must not be empty")
+        self.eps = finite_float(eps, "eps", 0, strictly_above=True)
         self.elementwise_affine = bool(elementwise_affine)
         self.bias = bool(bias)
         if self.elementwise_affine:

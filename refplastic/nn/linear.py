@@ -14,6 +14,7 @@ matrix each R-map is a batched matrix product over K.
 
 import numpy as np
 
+from .arguments import positive_int
 from .init import torch_default_init_
 from .layer import Layer
 
@@ -31,8 +32,8 @@ def _krows(a):
 class Linear(Layer):
     def __init__(self, in_features, out_features, bias=True):
         super().__init__()
-        self.in_features = int(in_features)
-        self.out_features = int(out_features)
+        self.in_features = positive_int(in_features, "in_features")
+        self.out_features = positive_int(out_features, "out_features")
         self.bias = bool(bias)
         self.param_shapes = {"weight": (self.out_features, self.in_features)}
         if self.bias:

@@ -11,7 +11,7 @@ linear, and ``a`` is locally constant in x, so the maps are a gather and its adj
 """
 
 from ..kernels.maxpool import gather, maxpool, scatter
-from .conv import as_pair
+from .arguments import as_pair
 from .layer import Layer
 
 

@@ -1,0 +1,34 @@
+"""Bad layer arguments (from a user or from a stored architecture) are one-line ValueErrors that
+name the argument."""
+
+import pytest
+
+from refplastic.nn import BatchNorm1d, BatchNorm2d, Flatten, LayerNorm, LeakyReLU, Linear, build_layer
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: Linear(-3, 2), "in_features must be a positive int"),
+    (lambda: Linear(3, 0), "out_features must be a positive int"),
+    (lambda: Linear(3.5, 2), "in_features"),
+    (lambda: Linear(True, 2), "in_features"),
+    (lambda: LayerNorm(0), "normalized_shape"),
+    (lambda: LayerNorm([]), "must not be empty"),
+    (lambda: LayerNorm(4, eps=0.0), "eps must be a finite number > 0"),
+    (lambda: LayerNorm(4, eps=float("nan")), "eps"),
+    (lambda: BatchNorm1d(-1), "num_features"),
+    (lambda: BatchNorm2d(3, momentum=1.5), "momentum must be a finite number >= 0 and <= 1"),
+    (lambda: BatchNorm2d(3, momentum="0.1"), "momentum must be a number"),
+    (lambda: BatchNorm1d(3, eps=-1e-5), "eps"),
+    (lambda: Flatten(1.5), "start_dim must be an int"),
+    (lambda: LeakyReLU(float("inf")), "negative_slope must be a finite number"),
+])
+def test_bad_layer_arguments(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_stored_architectures_with_bad_arguments_name_the_layer():
+    with pytest.raises(ValueError, match="Linear: in_features must be a positive int, got -3"):
+        build_layer({"type": "Linear", "in_features": -3, "out_features": 2})
+    assert isinstance(build_layer({"type": "BatchNorm1d", "num_features": 2, "momentum": None}), BatchNorm1d)
+    assert build_layer({"type": "LayerNorm", "normalized_shape": [2, 3]}).normalized_shape == (2, 3)
