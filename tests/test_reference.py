@@ -165,7 +165,11 @@ def test_verify_shapes_nan_integers_and_zero_scales(suite):
     theirs[case]["jacobian"] = theirs[case]["jacobian"].T
     theirs[case]["loss"] = np.array(np.nan)
     theirs[case]["targets"] = (theirs[case]["targets"] + 1) % 4
+    theirs[case]["flat_grad"] = theirs[case]["flat_grad"].astype(np.complex128)  # equal values, wrong kind
+    theirs[case]["inputs"] = theirs[case]["inputs"].astype(str)
     rows = {r.quantity: r for r in compare(theirs, {case: ref[case]})}
+    assert rows["flat_grad"].status == "mismatch" and "complex" in rows["flat_grad"].detail
+    assert rows["inputs"].status == "mismatch" and "not numbers" in rows["inputs"].detail
     assert rows["jacobian"].status == "mismatch" and "shape" in rows["jacobian"].detail
     assert rows["loss"].status == "mismatch"
     assert rows["targets"].status == "mismatch" and rows["targets"].rtol == 0.0

@@ -96,6 +96,8 @@ def _compare(case, path, a, b, ref, rtol):
         return Row(case, path, "ok" if equal else "mismatch", 0.0 if equal else None, tol, "" if equal else "differs")
     if not np.issubdtype(a.dtype, np.number):
         return Row(case, path, "mismatch", rtol=tol, detail=f"not numbers ({a.dtype})")
+    if np.iscomplexobj(a) and not np.iscomplexobj(b):
+        return Row(case, path, "mismatch", rtol=tol, detail=f"complex numbers ({a.dtype}) where the reference is real")
     if path.startswith("stats/"):
         error = relative_error(a, b, max(abs(float(b)), STATS_FLOOR))
     else:
