@@ -5,7 +5,7 @@ import pytest
 import torch
 from oracle import RTOL, assert_close, check_network, torch_module
 
-from refplastic.nn import GELU, Linear, MSELoss, Network, ReLU, Sigmoid, Tanh, make_loss
+from refplastic.nn import GELU, Flatten, Linear, MSELoss, Network, ReLU, Sigmoid, Tanh, make_loss
 
 
 def mlp(rng, dtype=np.float64, act=Tanh):
@@ -164,3 +164,14 @@ def test_backward_without_parameter_gradients_gives_the_same_cotangents():
         gy = with_grads
     batch = CurvatureBatch(net, MSELoss(), x, t)
     np.testing.assert_array_equal(batch.grad, net.loss_and_grad(x, t, MSELoss())[1])
+
+
+def test_inputs_that_are_not_a_real_batch_are_clear_errors():
+    net = Network([Linear(3, 2)], np.random.default_rng(0))
+    for x, match in [(np.ones((2, 3), complex), "real numbers"), (np.array([["a", "b", "c"]]), "real numbers"),
+                     (np.ones((0, 3)), "must not be empty")]:
+        with pytest.raises(ValueError, match=match):
+            net(x)
+    assert net(np.ones((2, 3), np.int64)).dtype == np.float64  # integers (pixels) are converted
+    with pytest.raises(ValueError, match="out of range"):
+        Network([Flatten(2)], np.random.default_rng(0))(np.ones(4))

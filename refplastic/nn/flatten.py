@@ -19,6 +19,9 @@ class Flatten(Layer):
 
     def _flat_shape(self, shape):
         nd = len(shape)
+        if not (-nd <= self.start_dim < nd and -nd <= self.end_dim < nd):
+            raise ValueError(f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim}) is out of range for "
+                             f"an input of shape {shape}")
         start = self.start_dim % nd
         end = self.end_dim % nd
         if start > end:

@@ -182,8 +182,15 @@ class Network:
 
     # ---- forward and backward (the R-maps of the whole network: refplastic.curvature.CurvatureBatch) -
     def as_input(self, x):
-        """``x`` as an array of the network's dtype (no copy when it already is one)."""
-        return np.asarray(x, dtype=self.dtype)
+        """``x`` as an array of the network's dtype (no copy when it already is one); a ValueError
+        for an empty batch or for values that are not real numbers."""
+        x = np.asarray(x)
+        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)
+                or x.dtype == np.bool_):
+            raise ValueError(f"network inputs must be real numbers, got dtype {x.dtype}")
+        if x.size == 0:
+            raise ValueError(f"network inputs must not be empty, got shape {x.shape}")
+        return x.astype(self.dtype, copy=False)
 
     def __call__(self, x):
         return self.forward(x)
