@@ -267,3 +267,19 @@ def test_invalid_state_dict_leaves_optimizer_unchanged(edit, message):
     assert after.keys() == before.keys()
     for k in before:
         np.testing.assert_array_equal(after[k], before[k])
+
+
+def test_defaults_are_torchs():
+    import inspect
+
+    import torch
+
+    from refplastic.nn.optim import SGD, Adam, AdamW, RMSprop
+
+    for ours, theirs in ((SGD, torch.optim.SGD), (Adam, torch.optim.Adam), (AdamW, torch.optim.AdamW),
+                         (RMSprop, torch.optim.RMSprop)):
+        mine = inspect.signature(ours.__init__).parameters
+        reference = inspect.signature(theirs.__init__).parameters
+        for name, parameter in mine.items():
+            if name not in ("self", "params"):
+                assert parameter.default == reference[name].default, (ours.__name__, name)

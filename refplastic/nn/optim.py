@@ -145,7 +145,7 @@ class SGD(Optimizer):
     hyperparameter_types = {"lr": float, "momentum": float, "dampening": float, "weight_decay": float,
                             "nesterov": bool}
 
-    def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
         super().__init__(params, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                          nesterov=nesterov)
 
