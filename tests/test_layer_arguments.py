@@ -32,3 +32,18 @@ def test_stored_architectures_with_bad_arguments_name_the_layer():
         build_layer({"type": "Linear", "in_features": -3, "out_features": 2})
     assert isinstance(build_layer({"type": "BatchNorm1d", "num_features": 2, "momentum": None}), BatchNorm1d)
     assert build_layer({"type": "LayerNorm", "normalized_shape": [2, 3]}).normalized_shape == (2, 3)
+
+
+def test_constructor_defaults_are_torchs():
+    import inspect
+
+    import torch
+
+    from refplastic.nn import LAYER_TYPES
+
+    for name, cls in LAYER_TYPES.items():
+        reference = inspect.signature(getattr(torch.nn, name).__init__).parameters
+        for argument, parameter in inspect.signature(cls.__init__).parameters.items():
+            if argument != "self":
+                assert argument in reference, (name, argument)
+                assert parameter.default == reference[argument].default, (name, argument)
