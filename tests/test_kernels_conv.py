@@ -5,9 +5,10 @@ import pytest
 from oracle import assert_close
 
 from refplastic.kernels.im2col import col2im, col2im_naive, im2col, im2col_naive
-from refplastic.kernels.space_to_depth import (depth_to_space, depth_to_space_naive, shift_add, shift_add_naive,
-                                               shift_scatter, shift_scatter_naive, space_to_depth,
-                                               space_to_depth_naive)
+from refplastic.kernels.space_to_depth import (block_weight, block_weight_naive, depth_to_space, depth_to_space_naive,
+                                               shift_add, shift_add_naive, shift_scatter, shift_scatter_naive,
+                                               space_to_depth, space_to_depth_naive, unblock_weight,
+                                               unblock_weight_naive)
 from refplastic.kernels.maxpool import gather, gather_naive, maxpool, maxpool_naive, scatter, scatter_naive
 
 DTYPES = [np.float64, np.float32]
@@ -116,3 +117,21 @@ def test_maxpool_gather_scatter_match_naive(shape, kernel, stride, padding, valu
     np.testing.assert_array_equal(gather(t, argmax), gather_naive(t, argmax))
     g = rng.normal(size=(2, *argmax.shape)).astype(dtype)
     assert_close(scatter(g, argmax, shape[1:]), scatter_naive(g, argmax, shape[1:]), SUM_RTOL[dtype], "scatter")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("lead,shape,multiple,stride", [
+    ((), (32, 4, 8, 8), (2, 2), (4, 4)), ((3,), (5, 2, 4, 6), (2, 3), (2, 2)), ((2,), (3, 2, 2, 3), (1, 1), (2, 3)),
+    ((), (4, 3, 6, 2), (3, 1), (2, 2))])
+def test_block_weight_and_unblock_weight_match_naive_and_invert(lead, shape, multiple, stride, dtype):
+    w = np.random.default_rng(0).normal(size=(*lead, *shape)).astype(dtype)
+    m = block_weight(w, multiple, stride)
+    np.testing.assert_array_equal(m, block_weight_naive(w, multiple, stride))
+    back, back_naive = np.empty_like(w), np.empty_like(w)
+    unblock_weight(m, multiple, stride, back)
+    unblock_weight_naive(m, multiple, stride, back_naive)
+    np.testing.assert_array_equal(back, w)
+    np.testing.assert_array_equal(back_naive, w)
+    strided = np.empty((*w.shape[:-1], 2 * w.shape[-1]), dtype)[..., ::2]  # a non-contiguous target
+    unblock_weight(m, multiple, stride, strided)
+    np.testing.assert_array_equal(strided, w)

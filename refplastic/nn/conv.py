@@ -39,7 +39,8 @@ axis of the same products (the lowering of Rx is done for all K at once).
 import numpy as np
 
 from ..kernels.im2col import col2im, conv_output_size, im2col
-from ..kernels.space_to_depth import depth_to_space, shift_add, shift_scatter, space_to_depth
+from ..kernels.space_to_depth import (block_weight, depth_to_space, shift_add, shift_scatter, space_to_depth,
+                                      unblock_weight)
 from .arguments import as_pair, positive_int
 from .init import torch_default_init_
 from .layer import Layer
@@ -139,19 +140,11 @@ class SpaceToDepth:
 
     def matrix(self, w):
         """(..., O, C, kh, kw) -> ``Wm[..., (p, q, o), (c, a, b)] = w[..., o, c, sh p + a, sw q + b]``."""
-        (mh, mw), (sh, sw) = self.multiple, self.stride
-        *lead, O, C = w.shape[:-2]
-        w = w.reshape(*lead, O, C, mh, sh, mw, sw)
-        order = tuple(range(len(lead))) + tuple(len(lead) + i for i in (2, 4, 0, 1, 3, 5))
-        return w.transpose(order).reshape(*lead, mh * mw * O, C * sh * sw)
+        return block_weight(w, self.multiple, self.stride)
 
     def unmatrix(self, m, out):
         """Write the matrix ``m`` (..., (p, q, o), (c, a, b)) into the weight-shaped ``out`` (..., O, C, kh, kw)."""
-        (mh, mw), (sh, sw) = self.multiple, self.stride
-        *lead, O, C = out.shape[:-2]
-        m = m.reshape(*lead, mh, mw, O, C, sh, sw)
-        order = tuple(range(len(lead))) + tuple(len(lead) + i for i in (2, 3, 0, 4, 1, 5))
-        np.copyto(out.reshape(*lead, O, C, mh, sh, mw, sw), m.transpose(order))
+        unblock_weight(m, self.multiple, self.stride, out)
 
     def expand(self, z, n, out_hw, bias=None):
         """Shift-add: (G, mh mw O, n Bh Bw) -> (G, n, O, OH, OW), plus ``bias`` (G, O) if given."""
