@@ -32,10 +32,12 @@ def finite_float(value, name, minimum=-math.inf, maximum=math.inf, strictly_abov
     number = float(value)
     above = number > minimum if strictly_above else number >= minimum
     if not (math.isfinite(number) and above and number <= maximum):
-        bound = f"> {minimum}" if strictly_above else f">= {minimum}"
-        limits = bound + (f" and <= {maximum}" if maximum != math.inf else "") if minimum != -math.inf else \
-            (f"<= {maximum}" if maximum != math.inf else "")
-        raise ValueError(f"{name} must be a finite number{' ' + limits if limits else ''}, got {value!r}")
+        bounds = []
+        if minimum != -math.inf:
+            bounds.append(f"{'>' if strictly_above else '>='} {minimum}")
+        if maximum != math.inf:
+            bounds.append(f"<= {maximum}")
+        raise ValueError(f"{name} must be a finite number {' and '.join(bounds)}".rstrip() + f", got {value!r}")
     return number
 
 

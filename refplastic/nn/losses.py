@@ -12,6 +12,8 @@ Hessian-vector product and is the middle factor of the Gauss-Newton matrix.
 
 import numpy as np
 
+from .arguments import finite_float
+
 
 class Loss:
     """Base class: ``forward(z, t) -> (L, cache)``, ``backward(cache) -> gz``,
@@ -69,9 +71,7 @@ class HuberLoss(Loss):
 
     def __init__(self, reduction="mean", delta=1.0):
         super().__init__(reduction)
-        if not (isinstance(delta, (int, float, np.floating, np.integer)) and np.isfinite(delta) and delta > 0):
-            raise ValueError(f"HuberLoss delta must be a finite positive number, got {delta!r}")
-        self.delta = float(delta)
+        self.delta = finite_float(delta, "HuberLoss delta", 0, strictly_above=True)
 
     def forward(self, z, t):
         t = _float_targets(z, t)
