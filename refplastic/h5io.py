@@ -74,10 +74,13 @@ def write_dict(group, values):
 
 def read_dict(group, where):
     """Inverse of :func:`write_dict`: datasets as arrays, attributes as Python scalars."""
-    out = {k: np.asarray(v) for k, v in group.attrs.items()}
-    out = {k: (v.item() if v.ndim == 0 else v) for k, v in out.items()}
-    out.update(read_datasets(group, where))
-    return out
+    return {**read_attrs(group), **read_datasets(group, where)}
+
+
+def read_attrs(obj):
+    """``{name: value}`` of the attributes of ``obj``, 0-d values as Python scalars."""
+    values = {k: np.asarray(v) for k, v in obj.attrs.items()}
+    return {k: (v.item() if v.ndim == 0 else v) for k, v in values.items()}
 
 
 def read_datasets(group, where):

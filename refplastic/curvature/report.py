@@ -21,7 +21,7 @@ import json
 import h5py
 import numpy as np
 
-from ..h5io import atomic_h5, open_h5, write_dict
+from ..h5io import atomic_h5, open_h5, read_attrs, write_dict
 from .ggn import ggn
 from .hessian import hessian
 from .hutchinson import hutchinson_trace
@@ -156,8 +156,7 @@ def read_report_h5(path):
 def _read_group(group):
     out = {key: (member[()] if isinstance(member, h5py.Dataset) else _read_group(member))
            for key, member in group.items()}
-    attrs = {k: np.asarray(v) for k, v in group.attrs.items()}
-    out["attrs"] = {k: (v.item() if v.ndim == 0 else v) for k, v in attrs.items()}
+    out["attrs"] = read_attrs(group)
     return out
 
 
