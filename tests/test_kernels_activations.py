@@ -25,6 +25,22 @@ def test_relu_kernels_match_naive_including_special_values(dtype):
         relu_backward(x, gy[0])
 
 
+def test_relu_kernels_keep_the_memory_layout_of_a_transposed_input():
+    """A convolution's output is an NCHW view of (C, H, W, N) memory: ReLU keeps that layout, so
+    the next convolution lowers it without a copy; gy in another layout is taken in x's."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4, 5, 6, 3)).transpose(3, 0, 1, 2)  # (N, C, H, W) view of (C, H, W, N)
+    y = relu(x)
+    np.testing.assert_array_equal(y, relu_naive(x))
+    assert y.transpose(1, 2, 3, 0).flags.c_contiguous
+    gy = rng.normal(size=x.shape)  # C-contiguous NCHW
+    gx = relu_backward(x, gy)
+    np.testing.assert_array_equal(gx, relu_backward_naive(x, gy))
+    assert gx.transpose(1, 2, 3, 0).flags.c_contiguous
+    strided = rng.normal(size=(6, 8))[::2, ::-2]  # not one dense block: copied
+    np.testing.assert_array_equal(relu(strided), relu_naive(strided))
+
+
 def test_relu_backward_follows_torch_at_nan_and_zero():
     x = np.array([np.nan, -1.0, 0.0, -0.0, 2.0, np.inf, -np.inf])
     gy = np.arange(1.0, 8.0)

@@ -1,4 +1,4 @@
-"""The im2col/col2im and max-pool kernels against their naive NumPy twins."""
+"""The im2col/col2im, space-to-depth and max-pool kernels against their naive NumPy twins."""
 
 import numpy as np
 import pytest
@@ -14,13 +14,14 @@ from refplastic.kernels.maxpool import gather, gather_naive, maxpool, maxpool_na
 DTYPES = [np.float64, np.float32]
 SUM_RTOL = {np.float64: 1e-14, np.float32: 1e-6}  # sums of a few terms, possibly in another order
 
-CONV_GEOMETRIES = [  # x shape (G, B, C, H, W), kernel, stride, padding
-    ((1, 2, 3, 7, 6), (3, 3), (1, 1), (0, 0)),
-    ((2, 3, 2, 7, 6), (3, 2), (2, 1), (1, 2)),
-    ((1, 1, 2, 5, 5), (5, 5), (1, 1), (2, 2)),
-    ((3, 2, 1, 8, 9), (2, 2), (3, 3), (2, 2)),
-    ((1, 2, 4, 84, 84), (8, 8), (4, 4), (0, 0)),
-    ((1, 1, 1, 3, 3), (3, 3), (3, 3), (2, 2)),
+CONV_GEOMETRIES = [  # batch-last x shape (G, C, H, W, B), kernel, stride, padding
+    ((1, 3, 7, 6, 2), (3, 3), (1, 1), (0, 0)),
+    ((2, 2, 7, 6, 3), (3, 2), (2, 1), (1, 2)),
+    ((2, 2, 7, 6, 3), (2, 3), (1, 2), (0, 1)),
+    ((1, 2, 5, 5, 1), (5, 5), (1, 1), (2, 2)),
+    ((3, 1, 8, 9, 2), (2, 2), (3, 3), (2, 2)),
+    ((1, 4, 84, 84, 2), (8, 8), (4, 4), (0, 0)),
+    ((1, 1, 3, 3, 1), (3, 3), (3, 3), (2, 2)),
 ]
 
 
@@ -39,18 +40,19 @@ def test_im2col_and_col2im_match_naive_and_are_adjoint(shape, kernel, stride, pa
 
 
 def test_im2col_reads_non_contiguous_input():
-    x = np.random.default_rng(1).normal(size=(1, 3, 4, 9, 8)).transpose(0, 2, 1, 3, 4)
+    x = np.random.default_rng(1).normal(size=(1, 9, 8, 3, 4)).transpose(0, 4, 1, 2, 3)
     np.testing.assert_array_equal(im2col(x, (3, 2), (2, 1), (1, 0)), im2col_naive(x, (3, 2), (2, 1), (1, 0)))
 
 
 
-S2D_GEOMETRIES = [  # x shape (G, B, C, H, W), stride, multiple (kernel = multiple * stride)
-    ((1, 2, 3, 9, 8), (2, 2), (2, 2)),
-    ((2, 3, 2, 13, 12), (4, 4), (2, 2)),
-    ((2, 1, 3, 7, 6), (2, 1), (2, 2)),
-    ((1, 2, 2, 11, 10), (3, 3), (2, 2)),
-    ((3, 1, 2, 5, 7), (2, 3), (1, 1)),
-    ((1, 2, 4, 84, 84), (4, 4), (2, 2)),
+S2D_GEOMETRIES = [  # batch-last x shape (G, C, H, W, B), stride, multiple (kernel = multiple * stride)
+    ((1, 3, 9, 8, 2), (2, 2), (2, 2)),
+    ((2, 2, 13, 12, 3), (4, 4), (2, 2)),
+    ((2, 3, 7, 6, 1), (2, 1), (2, 2)),
+    ((1, 2, 7, 9, 2), (1, 2), (3, 2)),
+    ((1, 2, 11, 10, 2), (3, 3), (2, 2)),
+    ((3, 2, 5, 7, 1), (2, 3), (1, 1)),
+    ((1, 4, 84, 84, 2), (4, 4), (2, 2)),
 ]
 
 
@@ -58,7 +60,7 @@ S2D_GEOMETRIES = [  # x shape (G, B, C, H, W), stride, multiple (kernel = multip
 @pytest.mark.parametrize("shape,stride,multiple", S2D_GEOMETRIES)
 def test_space_to_depth_and_shift_add_match_naive_and_are_adjoint(shape, stride, multiple, dtype):
     rng = np.random.default_rng(0)
-    G, B, C, H, W = shape
+    G, C, H, W, B = shape
     out_hw = tuple((n - m * s) // s + 1 for n, m, s in zip((H, W), multiple, stride))
     blocks = tuple(o - 1 + m for o, m in zip(out_hw, multiple))
     x = rng.normal(size=shape).astype(dtype)
@@ -69,21 +71,22 @@ def test_space_to_depth_and_shift_add_match_naive_and_are_adjoint(shape, stride,
     np.testing.assert_array_equal(back, depth_to_space_naive(ds, shape, stride, blocks))
 
     O = 3
-    z = rng.normal(size=(G, multiple[0] * multiple[1] * O, B * blocks[0] * blocks[1])).astype(dtype)
+    z = rng.normal(size=(G, multiple[0] * multiple[1] * O, blocks[0] * blocks[1] * B)).astype(dtype)
     bias = rng.normal(size=(G, O)).astype(dtype)
-    y = shift_add(z, B, out_hw, multiple, bias)
-    assert_close(y, shift_add_naive(z, B, out_hw, multiple, bias), SUM_RTOL[dtype], "shift_add")
+    y = shift_add(z, out_hw, multiple, bias)
+    assert y.shape == (G, O, *out_hw, B)
+    assert_close(y, shift_add_naive(z, out_hw, multiple, bias), SUM_RTOL[dtype], "shift_add")
     gy = rng.normal(size=y.shape).astype(dtype)
     gz = shift_scatter(gy, multiple)
     np.testing.assert_array_equal(gz, shift_scatter_naive(gy, multiple))
     if dtype == np.float64:  # both pairs are adjoint
         assert abs(np.vdot(ds, s) - np.vdot(back, x)) <= 1e-12 * np.abs(ds).sum() * np.abs(x).max()
-        y0 = shift_add(z, B, out_hw, multiple)
+        y0 = shift_add(z, out_hw, multiple)
         assert abs(np.vdot(gy, y0) - np.vdot(gz, z)) <= 1e-12 * np.abs(gy).sum() * np.abs(z).max()
 
 
 def test_space_to_depth_reads_non_contiguous_input():
-    x = np.random.default_rng(1).normal(size=(1, 3, 4, 9, 8)).transpose(0, 2, 1, 3, 4)
+    x = np.random.default_rng(1).normal(size=(1, 9, 8, 3, 4)).transpose(0, 4, 1, 2, 3)
     np.testing.assert_array_equal(space_to_depth(x, (2, 2), (4, 4)), space_to_depth_naive(x, (2, 2), (4, 4)))
 
 

@@ -25,22 +25,35 @@ def _relu_backward(x, gy, gx):
         gx[i] = 0 if x[i] <= 0 else gy[i]
 
 
+def memory_order(a):
+    """``(order, inverse)``: axis permutations with ``a.transpose(order)`` C-contiguous whenever
+    ``a`` is one dense block in some axis order (a transposed view, such as a convolution's
+    output), and ``transpose(inverse)`` undoing it. The kernels run over that memory in place of
+    a copy, and their outputs keep ``a``'s layout."""
+    order = np.argsort([-abs(stride) for stride in a.strides], kind="stable")
+    return order, np.argsort(order)
+
+
 def relu(x):
-    """``max(x, 0)`` elementwise, a new array of x's shape and dtype."""
-    x = np.ascontiguousarray(x)
+    """``max(x, 0)`` elementwise, a new array of x's shape, dtype and memory layout."""
+    order, inverse = memory_order(x)
+    x = np.ascontiguousarray(x.transpose(order))
     y = np.empty_like(x)
     _relu(x.reshape(-1), y.reshape(-1))
-    return y
+    return y.transpose(inverse)
 
 
 def relu_backward(x, gy):
-    """0 where ``x <= 0``, else ``gy``: the ReLU input gradient, a new array of gy's shape."""
-    x, gy = np.ascontiguousarray(x), np.ascontiguousarray(gy, dtype=x.dtype)
+    """0 where ``x <= 0``, else ``gy``: the ReLU input gradient, a new array of gy's shape in x's
+    memory layout."""
     if x.shape != gy.shape:
         raise ValueError(f"relu_backward: x and gy must have the same shape, got {x.shape} and {gy.shape}")
+    order, inverse = memory_order(x)
+    x = np.ascontiguousarray(x.transpose(order))
+    gy = np.ascontiguousarray(gy.transpose(order), dtype=x.dtype)
     gx = np.empty_like(gy)
     _relu_backward(x.reshape(-1), gy.reshape(-1), gx.reshape(-1))
-    return gx
+    return gx.transpose(inverse)
 
 
 def relu_naive(x):

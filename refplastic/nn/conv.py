@@ -13,8 +13,8 @@ its adjoint in W, the maps are, for a parameter direction ``(V, Vb)``:
 The layer is bilinear in (x, W), so there is no other second-order term.
 
 Scheme: a *lowering* turns the convolution into one BLAS matrix product. It rearranges the
-images into a matrix ``L = lower(x)`` of shape (D, N P), the weight into a matrix
-``Wm = matrix(W)`` of shape (R, D), and has a linear map ``expand`` from (R, N P) to the output
+images into a matrix ``L = lower(x)`` of shape (D, P N), the weight into a matrix
+``Wm = matrix(W)`` of shape (R, D), and has a linear map ``expand`` from (R, P N) to the output
 (N, O, OH, OW) with adjoint ``contract``, such that
 
     conv(x, W) = expand(Wm @ L),    corr(gy, x) = unmatrix(contract(gy) @ L^T),
@@ -23,14 +23,19 @@ images into a matrix ``L = lower(x)`` of shape (D, N P), the weight into a matri
 where ``unmatrix`` is the inverse rearrangement of ``matrix``. Two lowerings:
 
 * :class:`Im2col` (any geometry): ``L = im2col(x)`` (:mod:`refplastic.kernels.im2col`),
-  D = C kh kw, R = O, P = OH OW; ``Wm = W.reshape(O, -1)``; ``expand`` is the block transpose
-  from (O, N, OH OW) to NCHW.
+  D = C kh kw, R = O, P = OH OW; ``Wm = W.reshape(O, -1)``; ``expand`` is a reshape.
 * :class:`SpaceToDepth` (a kernel that is a multiple of the stride, (kh, kw) = (mh sh, mw sw),
   with a stride of at least 2): ``L`` holds the sh x sw blocks of the padded images
   (:mod:`refplastic.kernels.space_to_depth`), D = C sh sw, R = mh mw O, P = Bh Bw with
   ``Bh = OH - 1 + mh`` (likewise Bw); ``Wm[(p, q, o), (c, a, b)] = W[o, c, sh p + a, sw q + b]``;
-  ``expand`` is the shift-add ``y[n, o, i, j] = sum_{p,q} Z[(p, q, o), (n, i + p, j + q)]``.
+  ``expand`` is the shift-add ``y[n, o, i, j] = sum_{p,q} Z[(p, q, o), (i + p, j + q, n)]``.
   L is about the size of x, where im2col's is kh kw / (sh sw) times larger.
+
+Layout: the columns of L run over (pixel, image) with the image fastest, so the kernels copy
+runs of N values (docs/performance.md). The layer's inputs and outputs are NCHW arrays as
+anywhere else; an output is a *view* (N, O, OH, OW) of memory laid out (O, OH, OW, N), which
+elementwise layers keep and the next convolution then lowers without a copy. Im2col copies an
+input in any other layout into that one first; space-to-depth reads any layout as it is.
 
 The forward pass keeps ``L`` for the other maps; the K tangents of the R-maps are a leading
 axis of the same products (the lowering of Rx is done for all K at once).
@@ -38,7 +43,7 @@ axis of the same products (the lowering of Rx is done for all K at once).
 
 import numpy as np
 
-from ..kernels.im2col import col2im, conv_output_size, im2col
+from ..kernels.im2col import col2im, conv_output_size, crop_images, im2col, pad_images
 from ..kernels.space_to_depth import (block_weight, depth_to_space, shift_add, shift_scatter, space_to_depth,
                                       unblock_weight)
 from .arguments import as_pair, positive_int
@@ -63,21 +68,14 @@ def padding_from_string(padding, kernel, stride):
     return tuple((k - 1) // 2 for k in kernel)
 
 
-def channel_major(a):
-    """(G, N, O, OH, OW) -> (G, O, N OH OW): the layout of the im2col products."""
-    G, N, O = a.shape[:3]
-    return np.ascontiguousarray(a.reshape(G, N, O, -1).transpose(0, 2, 1, 3)).reshape(G, O, -1)
+def batch_last(x):
+    """Images (G, N, C, H, W) as a C-contiguous (G, C, H, W, N) array: free for an output of this layer."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 4, 1))
 
 
-def batch_major(a, n, out_hw, bias=None):
-    """(G, O, n OH OW) -> (G, n, O, OH, OW), adding ``bias`` of shape (G, O) on the way if given."""
-    G, O = a.shape[:2]
-    a = a.reshape(G, O, n, -1).transpose(0, 2, 1, 3)
-    if bias is None:
-        a = np.ascontiguousarray(a)
-    else:
-        a = np.add(a, bias.reshape(G, 1, O, 1), out=np.empty((G, n, O, a.shape[-1]), a.dtype))
-    return a.reshape(G, n, O, *out_hw)
+def batch_first(a):
+    """The (G, N, C, H, W) view of batch-last images ``a`` (G, C, H, W, N)."""
+    return a.transpose(0, 4, 1, 2, 3)
 
 
 class Im2col:
@@ -87,12 +85,13 @@ class Im2col:
         self.kernel, self.stride, self.padding = kernel, stride, padding
 
     def lower(self, x):
-        """(G, N, C, H, W) -> ``cols`` (G, C kh kw, N OH OW)."""
-        return im2col(x, self.kernel, self.stride, self.padding)
+        """(G, N, C, H, W) -> ``cols`` (G, C kh kw, OH OW N)."""
+        return im2col(batch_last(x), self.kernel, self.stride, self.padding)
 
     def lower_adjoint(self, cols, x_shape):
-        """col2im: (G, C kh kw, N OH OW) -> images of shape ``x_shape`` (G, N, C, H, W)."""
-        return col2im(cols, x_shape, self.kernel, self.stride, self.padding)
+        """col2im: (G, C kh kw, OH OW N) -> images of shape ``x_shape`` (G, N, C, H, W)."""
+        G, N, C, H, W = x_shape
+        return batch_first(col2im(cols, (G, C, H, W, N), self.kernel, self.stride, self.padding))
 
     def matrix(self, w):
         """(..., O, C, kh, kw) -> (..., O, C kh kw)."""
@@ -102,13 +101,16 @@ class Im2col:
         """Write the matrix ``m`` (..., O, C kh kw) into the weight-shaped ``out`` (..., O, C, kh, kw)."""
         np.copyto(out, m.reshape(out.shape))
 
-    def expand(self, z, n, out_hw, bias=None):
-        """(G, O, n OH OW) -> (G, n, O, OH, OW), plus ``bias`` (G, O) if given."""
-        return batch_major(z, n, out_hw, bias)
+    def expand(self, z, out_hw, bias=None):
+        """(G, O, OH OW n) -> (G, n, O, OH, OW), plus ``bias`` (G, O) if given, added into ``z``."""
+        G, O = z.shape[:2]
+        if bias is not None:
+            z += bias.reshape(G, O, 1)
+        return batch_first(z.reshape(G, O, *out_hw, -1))
 
     def contract(self, gy):
-        """The adjoint of :meth:`expand`: (G, n, O, OH, OW) -> (G, O, n OH OW)."""
-        return channel_major(gy)
+        """The adjoint of :meth:`expand`: (G, n, O, OH, OW) -> (G, O, OH OW n)."""
+        return batch_last(gy).reshape(*gy.shape[:1], gy.shape[2], -1)
 
 
 class SpaceToDepth:
@@ -124,19 +126,16 @@ class SpaceToDepth:
                      for n, k, s, p, m in zip(hw, self.kernel, self.stride, self.padding, self.multiple))
 
     def lower(self, x):
-        """(G, N, C, H, W) -> blocks of the padded images, (G, C sh sw, N Bh Bw)."""
-        ph, pw = self.padding
+        """(G, N, C, H, W) -> blocks of the padded images, (G, C sh sw, Bh Bw N)."""
         blocks = self.blocks(x.shape[3:])
-        if ph or pw:
-            x = np.pad(x, ((0, 0), (0, 0), (0, 0), (ph, ph), (pw, pw)))
-        return space_to_depth(x, self.stride, blocks)
+        return space_to_depth(pad_images(x.transpose(0, 2, 3, 4, 1), self.padding), self.stride, blocks)
 
     def lower_adjoint(self, s, x_shape):
-        """Depth-to-space: (G, C sh sw, N Bh Bw) -> images of shape ``x_shape``, cropped of the padding."""
+        """Depth-to-space: (G, C sh sw, Bh Bw N) -> images of shape ``x_shape``, cropped of the padding."""
         G, N, C, H, W = x_shape
         ph, pw = self.padding
-        x = depth_to_space(s, (G, N, C, H + 2 * ph, W + 2 * pw), self.stride, self.blocks((H, W)))
-        return np.ascontiguousarray(x[:, :, :, ph:ph + H, pw:pw + W]) if ph or pw else x
+        x = depth_to_space(s, (G, C, H + 2 * ph, W + 2 * pw, N), self.stride, self.blocks((H, W)))
+        return batch_first(crop_images(x, self.padding))
 
     def matrix(self, w):
         """(..., O, C, kh, kw) -> ``Wm[..., (p, q, o), (c, a, b)] = w[..., o, c, sh p + a, sw q + b]``."""
@@ -146,13 +145,13 @@ class SpaceToDepth:
         """Write the matrix ``m`` (..., (p, q, o), (c, a, b)) into the weight-shaped ``out`` (..., O, C, kh, kw)."""
         unblock_weight(m, self.multiple, self.stride, out)
 
-    def expand(self, z, n, out_hw, bias=None):
-        """Shift-add: (G, mh mw O, n Bh Bw) -> (G, n, O, OH, OW), plus ``bias`` (G, O) if given."""
-        return shift_add(z, n, out_hw, self.multiple, bias)
+    def expand(self, z, out_hw, bias=None):
+        """Shift-add: (G, mh mw O, Bh Bw n) -> (G, n, O, OH, OW), plus ``bias`` (G, O) if given."""
+        return batch_first(shift_add(z, out_hw, self.multiple, bias))
 
     def contract(self, gy):
-        """The adjoint of :meth:`expand` (shift-scatter): (G, n, O, OH, OW) -> (G, mh mw O, n Bh Bw)."""
-        return shift_scatter(gy, self.multiple)
+        """The adjoint of :meth:`expand` (shift-scatter): (G, n, O, OH, OW) -> (G, mh mw O, Bh Bw n)."""
+        return shift_scatter(batch_last(gy), self.multiple)
 
 
 class Conv2d(Layer):
@@ -213,12 +212,12 @@ class Conv2d(Layer):
         The gradient of :meth:`backward` is their sum over n."""
         x_shape, lowered = cache
         n, low = x_shape[0], self.lowering
-        g = low.contract(gy[None])[0]  # (R, N P)
-        g3 = g.reshape(g.shape[0], n, -1).transpose(1, 0, 2)  # (N, R, P)
-        gw = g3 @ lowered.reshape(lowered.shape[0], n, -1).transpose(1, 2, 0)  # (N, R, D)
+        g = low.contract(gy[None])[0]  # (R, P N)
+        g3 = g.reshape(g.shape[0], -1, n).transpose(2, 0, 1)  # (N, R, P)
+        gw = g3 @ lowered.reshape(lowered.shape[0], -1, n).transpose(2, 1, 0)  # (N, R, D)
         low.unmatrix(gw, out["weight"])
         if "bias" in out:
-            np.sum(gy.reshape(n, self.out_channels, -1), axis=2, out=out["bias"])
+            np.sum(gy, axis=(2, 3), out=out["bias"])
 
     # ---- the four maps ----------------------------------------------------------------------
     def forward(self, x):
@@ -227,7 +226,7 @@ class Conv2d(Layer):
         low = self.lowering
         lowered = low.lower(x[None])[0]
         bias = self.params.get("bias")
-        y = low.expand((low.matrix(self.params["weight"]) @ lowered)[None], x.shape[0], out_hw,
+        y = low.expand((low.matrix(self.params["weight"]) @ lowered)[None], out_hw,
                        None if bias is None else bias[None])[0]
         return y, (x.shape, lowered)
 
@@ -240,7 +239,7 @@ class Conv2d(Layer):
         if grads is not None:
             low.unmatrix(g @ lowered.T, grads["weight"])
             if self.bias:
-                np.sum(gy.reshape(*gy.shape[:2], -1).sum(axis=2), axis=0, out=grads["bias"])
+                np.sum(gy, axis=(0, 2, 3), out=grads["bias"])
         if not need_input_grad:
             return None
         return low.lower_adjoint((low.matrix(self.params["weight"]).T @ g)[None], (1, *x_shape))[0]
@@ -259,7 +258,7 @@ class Conv2d(Layer):
         if rx is not None:
             rlowered = low.lower(rx)
             z += low.matrix(self.params["weight"]) @ rlowered
-        return low.expand(z, x_shape[0], self.output_hw(x_shape), v.get("bias")), (v, rlowered)
+        return low.expand(z, self.output_hw(x_shape), v.get("bias")), (v, rlowered)
 
     def backward_r(self, cache, rcache, gy, rgy, rgrads, need_input_grad=True):
         """``RgW = unmatrix(contract(Rgy) @ L^T + contract(gy) @ lower(Rx)^T)``, ``Rgb = sum Rgy`` and,
@@ -268,13 +267,13 @@ class Conv2d(Layer):
         v, rlowered = rcache
         low = self.lowering
         g = low.contract(gy[None])[0]
-        rg = low.contract(rgy)  # (K, R, N P)
+        rg = low.contract(rgy)  # (K, R, P N)
         rgw = rg @ lowered.T
         if rlowered is not None:
             rgw += g @ rlowered.transpose(0, 2, 1)
         low.unmatrix(rgw, rgrads["weight"])
         if self.bias:
-            np.sum(rgy.reshape(*rgy.shape[:3], -1).sum(axis=3), axis=1, out=rgrads["bias"])
+            np.sum(rgy, axis=(1, 3, 4), out=rgrads["bias"])
         if not need_input_grad:
             return None
         rgl = low.matrix(self.params["weight"]).T @ rg
