@@ -36,9 +36,36 @@ def conv_output_size(size, kernel, stride, padding):
 # a copy of the images, which are kh kw / (sh sw) times smaller than cols.
 # They index flat arrays with unsigned offsets: a signed index makes Numba test it for
 # wraparound (negative indices count from the end) on every access, which blocks vectorization.
-# A run is the B values of one pixel; with stride 1 the ow pixels of an output row are one run.
+# They move runs of pixels (B values each): with stride 1 an output row of ow pixels is one
+# contiguous run. Inlined into the kernels by Numba (a call per run costs twice the copy).
 # They are serial: the GEMMs between them already use every core, and Numba's threads would
 # fight OpenBLAS's for them (docs/performance.md).
+
+
+@njit(cache=True, inline="always")
+def copy_runs(dst, at, dst_step, src, frm, src_step, count, run):
+    """``dst[at + r dst_step + k] = src[frm + r src_step + k]`` for r < count, k < run."""
+    if run == 1:  # one image: a strided copy
+        for r in range(count):
+            dst[at + uint64(r * dst_step)] = src[frm + uint64(r * src_step)]
+    else:
+        for r in range(count):
+            to, fr = at + uint64(r * dst_step), frm + uint64(r * src_step)
+            for k in range(run):
+                dst[to + uint64(k)] = src[fr + uint64(k)]
+
+
+@njit(cache=True, inline="always")
+def add_runs(dst, at, dst_step, src, frm, src_step, count, run):
+    """``dst[at + r dst_step + k] += src[frm + r src_step + k]`` for r < count, k < run."""
+    if run == 1:
+        for r in range(count):
+            dst[at + uint64(r * dst_step)] += src[frm + uint64(r * src_step)]
+    else:
+        for r in range(count):
+            to, fr = at + uint64(r * dst_step), frm + uint64(r * src_step)
+            for k in range(run):
+                dst[to + uint64(k)] += src[fr + uint64(k)]
 
 
 @njit(cache=True)
@@ -46,21 +73,16 @@ def _im2col(x, kh, kw, sh, sw, oh, ow, cols):
     G, C, H, W, B = x.shape
     src = x.reshape(-1)
     dst = cols.reshape(-1)
-    runs, run = (ow, B) if sw > 1 else (1, ow * B)
+    count, run = (1, ow * B) if sw == 1 else (ow, B)  # runs of an output row
     for g in range(G):
         for c in range(C):
             image = (g * C + c) * H * W * B  # x[g, c]
             for i in range(kh):
-                for j in range(kw):
-                    row = (((g * C + c) * kh + i) * kw + j) * oh * ow * B  # cols[g, (c, i, j)]
-                    for oy in range(oh):
-                        line = image + ((oy * sh + i) * W + j) * B  # x[g, c, oy sh + i, j]
-                        out = row + oy * ow * B
-                        for r in range(runs):
-                            frm = uint64(line + r * sw * B)
-                            at = uint64(out + r * run)
-                            for k in range(run):
-                                dst[at + uint64(k)] = src[frm + uint64(k)]
+                for oy in range(oh):
+                    line = image + (oy * sh + i) * W * B  # x[g, c, oy sh + i]
+                    for j in range(kw):
+                        out = ((((g * C + c) * kh + i) * kw + j) * oh + oy) * ow * B  # cols[g, (c, i, j), (oy, 0, 0)]
+                        copy_runs(dst, uint64(out), run, src, uint64(line + j * B), sw * B, count, run)
 
 
 @njit(cache=True)
@@ -68,23 +90,18 @@ def _col2im(cols, kh, kw, sh, sw, oh, ow, x):
     G, C, H, W, B = x.shape
     src = cols.reshape(-1)
     dst = x.reshape(-1)
-    runs, run = (ow, B) if sw > 1 else (1, ow * B)
+    count, run = (1, ow * B) if sw == 1 else (ow, B)
     for g in range(G):
         for c in range(C):
             image = (g * C + c) * H * W * B
             for k in range(H * W * B):
                 dst[uint64(image + k)] = 0
             for i in range(kh):
-                for j in range(kw):
-                    row = (((g * C + c) * kh + i) * kw + j) * oh * ow * B
-                    for oy in range(oh):
-                        line = image + ((oy * sh + i) * W + j) * B
-                        out = row + oy * ow * B
-                        for r in range(runs):
-                            at = uint64(line + r * sw * B)
-                            frm = uint64(out + r * run)
-                            for k in range(run):
-                                dst[at + uint64(k)] += src[frm + uint64(k)]
+                for oy in range(oh):
+                    line = image + (oy * sh + i) * W * B
+                    for j in range(kw):
+                        out = ((((g * C + c) * kh + i) * kw + j) * oh + oy) * ow * B
+                        add_runs(dst, uint64(line + j * B), sw * B, src, uint64(out), run, count, run)
 
 
 def _output_hw(hw, kernel, stride, padding):

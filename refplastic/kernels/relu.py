@@ -28,19 +28,22 @@ def _relu_backward(x, gy, gx):
 def memory_order(a):
     """``(order, inverse)``: axis permutations with ``a.transpose(order)`` C-contiguous whenever
     ``a`` is one dense block in some axis order (a transposed view, such as a convolution's
-    output), and ``transpose(inverse)`` undoing it. The kernels run over that memory in place of
-    a copy, and their outputs keep ``a``'s layout."""
+    output), and ``transpose(inverse)`` undoing it; ``None`` for a C-contiguous ``a``. The
+    kernels run over that memory in place of a copy, and their outputs keep ``a``'s layout."""
+    if a.flags.c_contiguous:
+        return None
     order = np.argsort([-abs(stride) for stride in a.strides], kind="stable")
     return order, np.argsort(order)
 
 
 def relu(x):
     """``max(x, 0)`` elementwise, a new array of x's shape, dtype and memory layout."""
-    order, inverse = memory_order(x)
-    x = np.ascontiguousarray(x.transpose(order))
+    order = memory_order(x)
+    if order is not None:
+        return relu(np.ascontiguousarray(x.transpose(order[0]))).transpose(order[1])
     y = np.empty_like(x)
     _relu(x.reshape(-1), y.reshape(-1))
-    return y.transpose(inverse)
+    return y
 
 
 def relu_backward(x, gy):
@@ -48,12 +51,14 @@ def relu_backward(x, gy):
     memory layout."""
     if x.shape != gy.shape:
         raise ValueError(f"relu_backward: x and gy must have the same shape, got {x.shape} and {gy.shape}")
-    order, inverse = memory_order(x)
-    x = np.ascontiguousarray(x.transpose(order))
-    gy = np.ascontiguousarray(gy.transpose(order), dtype=x.dtype)
+    order = memory_order(x)
+    if order is not None:
+        x, gy = np.ascontiguousarray(x.transpose(order[0])), gy.transpose(order[0])
+        return relu_backward(x, gy).transpose(order[1])
+    gy = np.ascontiguousarray(gy, dtype=x.dtype)
     gx = np.empty_like(gy)
     _relu_backward(x.reshape(-1), gy.reshape(-1), gx.reshape(-1))
-    return gx.transpose(inverse)
+    return gx
 
 
 def relu_naive(x):

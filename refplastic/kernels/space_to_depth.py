@@ -35,6 +35,8 @@ strides), index flat arrays with unsigned offsets, as in :mod:`refplastic.kernel
 import numpy as np
 from numba import njit, uint64
 
+from .im2col import copy_runs
+
 
 @njit(cache=True)
 def _space_to_depth(x, sh, sw, bh, bw, s):
@@ -47,6 +49,10 @@ def _space_to_depth(x, sh, sw, bh, bw, s):
                 for a in range(sh):
                     for b in range(sw):
                         row = (c * sh + a) * sw + b  # S[g, (c, a, b)]
+                        if B == 1:  # a strided copy along the image row
+                            for J in range(bw):
+                                s[g, row, I * bw + J] = x[g, c, sh * I + a, sw * J + b, 0]
+                            continue
                         for J in range(bw):
                             column = (I * bw + J) * B  # S[g, :, (I, J, 0)]
                             for n in range(B):
@@ -58,7 +64,7 @@ def _depth_to_space(s, sh, sw, bh, bw, x):
     G, C, H, W, B = x.shape
     src = s.reshape(-1)
     dst = x.reshape(-1)
-    runs, run = (bw, B) if sw > 1 else (1, bw * B)
+    count, run = (1, bw * B) if sw == 1 else (bw, B)  # runs of a block row
     for g in range(G):
         for c in range(C):
             image = (g * C + c) * H * W * B
@@ -66,15 +72,10 @@ def _depth_to_space(s, sh, sw, bh, bw, x):
                 dst[uint64(image + k)] = 0
             for a in range(sh):
                 for b in range(sw):
-                    row = (((g * C + c) * sh + a) * sw + b) * bh * bw * B
+                    row = (((g * C + c) * sh + a) * sw + b) * bh * bw * B  # S[g, (c, a, b)]
                     for I in range(bh):
-                        line = image + ((sh * I + a) * W + b) * B
-                        out = row + I * bw * B
-                        for r in range(runs):
-                            at = uint64(line + r * sw * B)
-                            frm = uint64(out + r * run)
-                            for k in range(run):
-                                dst[at + uint64(k)] = src[frm + uint64(k)]
+                        line = image + ((sh * I + a) * W + b) * B  # x[g, c, sh I + a, b]
+                        copy_runs(dst, uint64(line), sw * B, src, uint64(row + I * bw * B), run, count, run)
 
 
 @njit(cache=True)
