@@ -48,6 +48,40 @@ def test_conv2d_lowering_choice(kernel, stride, padding, lowering):
 
 
 
+@pytest.mark.parametrize("stride,padding", [(1, 1), (2, 1), (2, 0)], ids=["im2col", "space-to-depth padded", "space-to-depth"])
+def test_conv2d_maps_do_not_depend_on_the_memory_layout_of_their_arrays(stride, padding):
+    """Layers pass each other views with other strides (a convolution's output is an NCHW view of
+    batch-last memory): every map gives the same numbers for C-ordered, batch-last and strided
+    inputs and cotangents, and its outputs and gradients have the true shapes."""
+    rng = np.random.default_rng(5)
+    layer = Network([Conv2d(3, 4, 4, stride, padding)], rng).layers[0]
+    x = rng.normal(size=(5, 3, 9, 8))
+    y_shape = (5, 4, *layer.output_hw(x.shape))
+    gy, rx, rgy = rng.normal(size=y_shape), rng.normal(size=(2, *x.shape)), rng.normal(size=(2, *y_shape))
+    v = {k: rng.normal(size=(2, *s)) for k, s in layer.param_shapes.items()}
+
+    def layouts(a):  # C order; batch-last (the images' axis last); every other element of a larger array
+        order = (*range(a.ndim - 4), a.ndim - 3, a.ndim - 2, a.ndim - 1, a.ndim - 4)
+        batch_last = np.ascontiguousarray(a.transpose(order)).transpose(np.argsort(order))
+        strided = np.zeros((*a.shape[:-1], 2 * a.shape[-1]))[..., ::2]
+        strided[...] = a
+        return [a, batch_last, strided]
+
+    results = []
+    for xs, gys, rxs, rgys in zip(*map(layouts, (x, gy, rx, rgy))):
+        y, cache = layer.forward(xs)
+        grads = {k: np.empty(s) for k, s in layer.param_shapes.items()}
+        gx = layer.backward(cache, gys, grads)
+        ry, rcache = layer.forward_r(cache, rxs, v)
+        rgrads = {k: np.empty((2, *s)) for k, s in layer.param_shapes.items()}
+        rgx = layer.backward_r(cache, rcache, gys, rgys, rgrads)
+        assert (y.shape, gx.shape, ry.shape, rgx.shape) == (y_shape, x.shape, rgy.shape, rx.shape)
+        results.append([y, gx, ry, rgx, *grads.values(), *rgrads.values()])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_allclose(b, a, rtol=1e-13, atol=1e-13)
+
+
 @pytest.mark.parametrize("args,x_shape", [((3, 4, 3, 2, 1, True), (3, 3, 7, 6)), ((3, 4, 4, 2, 0, True), (3, 3, 9, 8)),
                                           ((2, 3, 6, 3, 1, False), (2, 2, 9, 10))], ids=repr)
 def test_conv2d_example_gradients_are_the_backward_of_each_example(args, x_shape):
