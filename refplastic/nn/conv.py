@@ -69,8 +69,9 @@ def padding_from_string(padding, kernel, stride):
 
 
 def batch_last(x):
-    """Images (G, N, C, H, W) as a C-contiguous (G, C, H, W, N) array: free for an output of this layer."""
-    return np.ascontiguousarray(x.transpose(0, 2, 3, 4, 1))
+    """The (G, C, H, W, N) view of images ``x`` (G, N, C, H, W): C-contiguous for an output of this
+    layer, any strides otherwise (the kernels' wrappers copy what they cannot read)."""
+    return x.transpose(0, 2, 3, 4, 1)
 
 
 def batch_first(a):
@@ -128,7 +129,7 @@ class SpaceToDepth:
     def lower(self, x):
         """(G, N, C, H, W) -> blocks of the padded images, (G, C sh sw, Bh Bw N)."""
         blocks = self.blocks(x.shape[3:])
-        return space_to_depth(pad_images(x.transpose(0, 2, 3, 4, 1), self.padding), self.stride, blocks)
+        return space_to_depth(pad_images(batch_last(x), self.padding), self.stride, blocks)
 
     def lower_adjoint(self, s, x_shape):
         """Depth-to-space: (G, C sh sw, Bh Bw N) -> images of shape ``x_shape``, cropped of the padding."""
