@@ -56,8 +56,9 @@ def _writable_path(ctx, param, value):
 
 
 def _int_list(ctx, param, value):
+    """Comma-separated widths; an empty value is no hidden layer at all."""
     try:
-        widths = tuple(int(v) for v in value.split(",") if v.strip())
+        widths = tuple(int(v) for v in value.split(",")) if value.strip() else ()
     except ValueError:
         raise click.BadParameter(f"expected comma-separated integers such as 64,64, got {value!r}") from None
     if any(w < 1 for w in widths):
@@ -69,7 +70,8 @@ def _int_list(ctx, param, value):
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of every random draw.")
 @click.option("--dataset", type=click.Choice(DATASETS),
               default="teacher-classification", show_default=True, help="Built-in generated data set.")
-@click.option("--hidden", default="64,64", show_default=True, callback=_int_list, help="Hidden widths.")
+@click.option("--hidden", default="64,64", show_default=True, callback=_int_list,
+              help="Hidden widths, comma-separated (\"\" for none).")
 @click.option("--activation", type=click.Choice(ACTIVATIONS),
               default="ReLU", show_default=True)
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam",

@@ -37,6 +37,7 @@ def test_train_prints_a_learning_curve_and_writes_a_checkpoint(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["train", "--steps", "0"], "--steps"),
     (["train", "--hidden", "a,b"], "comma-separated integers"),
+    (["train", "--hidden", "64,,64"], "comma-separated integers"),
     (["train", "--activation", "Swish"], "--activation"),
     (["train", "--lr", "-1"], "--lr"),
     (["train", "--lr", "nan"], "finite number > 0"),
