@@ -39,7 +39,7 @@ from functools import lru_cache
 import numpy as np
 from numba import njit, uint64
 
-from .im2col import copy_runs
+from .im2col import _col2im  # the kernel: its wrapper derives the output size, which here is the blocks
 
 
 @njit(cache=True)
@@ -61,25 +61,6 @@ def _space_to_depth(x, sh, sw, bh, bw, s):
                             column = (I * bw + J) * B  # S[g, :, (I, J, 0)]
                             for n in range(B):
                                 s[g, row, column + n] = x[g, c, sh * I + a, sw * J + b, n]
-
-
-@njit(cache=True)
-def _depth_to_space(s, sh, sw, bh, bw, x):
-    G, C, H, W, B = x.shape
-    src = s.reshape(-1)
-    dst = x.reshape(-1)
-    count, run = (1, bw * B) if sw == 1 else (bw, B)  # runs of a block row
-    for g in range(G):
-        for c in range(C):
-            image = (g * C + c) * H * W * B
-            for k in range(H * W * B):
-                dst[uint64(image + k)] = 0
-            for a in range(sh):
-                for b in range(sw):
-                    row = (((g * C + c) * sh + a) * sw + b) * bh * bw * B  # S[g, (c, a, b)]
-                    for I in range(bh):
-                        line = image + ((sh * I + a) * W + b) * B  # x[g, c, sh I + a, b]
-                        copy_runs(dst, uint64(line), sw * B, src, uint64(row + I * bw * B), run, count, run)
 
 
 @njit(cache=True)
@@ -191,10 +172,10 @@ def space_to_depth(x, stride, blocks):
 
 def depth_to_space(s, x_shape, stride, blocks):
     """Batch-last images of shape ``x_shape`` (G, C, H, W, B) from blocks ``s`` (G, C sh sw, bh bw B),
-    zeros elsewhere."""
-    (sh, sw), (bh, bw) = stride, blocks
+    zeros elsewhere. Space-to-depth is im2col with the kernel equal to the stride (windows that do
+    not overlap), so this is its col2im."""
     x = np.empty(x_shape, s.dtype)
-    _depth_to_space(np.ascontiguousarray(s), sh, sw, bh, bw, x)
+    _col2im(np.ascontiguousarray(s), *stride, *stride, *blocks, x)
     return x
 
 
