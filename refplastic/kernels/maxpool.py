@@ -75,7 +75,8 @@ def maxpool(x, kernel, stride, padding):
 
 
 def gather(t, argmax):
-    """``t`` (K, M, H, W) read at ``argmax`` (M, OH, OW): shape (K, M, OH, OW)."""
+    """``t`` (K, M, H, W) read at ``argmax`` (M, OH, OW): shape (K, M, OH, OW). Any plane shapes do:
+    ``t[k, m]`` is read at the flat positions ``argmax[m]``."""
     K, M = t.shape[:2]
     out = np.empty((K, M, argmax[0].size), t.dtype)
     _gather(np.ascontiguousarray(t).reshape(K, M, -1), argmax.reshape(M, -1), out)

@@ -19,10 +19,10 @@ output rows of OW B values.
 
 The weight enters as the matrix ``Wall``; ``block_weight`` makes it from W and ``unblock_weight``
 writes a matrix of that layout (a weight gradient) back into W's layout. Both are a fixed
-permutation of the weight's entries, so they are a gather and a scatter through an index that
-the NumPy twin computes once per geometry: NumPy's transposed copy of these six-axis arrays runs
-in pieces of ``sw`` elements and took 85 us for the DQN network's conv2 weight (64x32x4x4), a
-seven-deep loop 41 us, the gather 14 us.
+permutation of the weight's entries, so they are gathers (:func:`refplastic.kernels.maxpool.gather`)
+through that permutation and its inverse, which the NumPy twin computes once per geometry.
+NumPy's transposed copy of these six-axis arrays runs in pieces of ``sw`` elements and took 85 us
+for the DQN network's conv2 weight (64x32x4x4), a seven-deep loop 41 us, the gather 16 us.
 
 The adjoints: ``shift_scatter`` (of shift-add, without the bias) copies ``gy[g, o, I - p, J - q, n]``
 into ``G[g, (p, q, o), (I, J, n)]`` (0 where that is outside gy), and ``depth_to_space`` (of
@@ -40,6 +40,7 @@ import numpy as np
 from numba import njit, uint64
 
 from .im2col import _col2im  # the kernel: its wrapper derives the output size, which here is the blocks
+from .maxpool import gather
 
 
 @njit(cache=True)
@@ -115,27 +116,15 @@ def _shift_scatter(gy, mh, mw, bh, bw, z):
                             dst[at + uint64(k)] = 0
 
 
-@njit(cache=True)
-def _gather(w, index, out):
-    for l in range(w.shape[0]):
-        for k in range(index.size):
-            out[l, k] = w[l, index[k]]
-
-
-@njit(cache=True)
-def _scatter(m, index, out):
-    for l in range(m.shape[0]):
-        for k in range(index.size):
-            out[l, index[k]] = m[l, k]
-
-
 @lru_cache(maxsize=None)
-def block_index(shape, multiple, stride):
-    """The permutation with ``Wall.flat[k] = w.flat[index[k]]`` for weights of shape ``shape``
-    (O, C, kh, kw): :func:`block_weight_naive` applied to the positions of w, once per geometry."""
+def block_permutation(shape, multiple, stride):
+    """``(index, inverse)``: ``Wall.flat[k] = w.flat[index[k]]`` for weights of shape ``shape``
+    (O, C, kh, kw), and ``w.flat[j] = Wall.flat[inverse[j]]``. :func:`block_weight_naive` applied
+    to the positions of w, once per geometry."""
     index = block_weight_naive(np.arange(np.prod(shape)).reshape(shape), multiple, stride).reshape(-1)
-    index.flags.writeable = False
-    return index
+    inverse = np.argsort(index)
+    index.flags.writeable = inverse.flags.writeable = False
+    return index, inverse
 
 
 def block_weight(w, multiple, stride):
@@ -143,21 +132,15 @@ def block_weight(w, multiple, stride):
     (..., O, C, mh sh, mw sw)."""
     (mh, mw), (sh, sw) = multiple, stride
     *lead, O, C, kh, kw = w.shape
-    out = np.empty((*lead, mh * mw * O, C * sh * sw), w.dtype)
-    _gather(np.ascontiguousarray(w).reshape(-1, O * C * kh * kw), block_index((O, C, kh, kw), multiple, stride),
-            out.reshape(-1, O * C * kh * kw))
-    return out
+    index, _ = block_permutation((O, C, kh, kw), multiple, stride)
+    return gather(w.reshape(-1, 1, index.size), index[None]).reshape(*lead, mh * mw * O, C * sh * sw)
 
 
 def unblock_weight(m, multiple, stride, out):
     """Write the matrix ``m`` (..., (p, q, o), (c, a, b)) into the weight-shaped ``out`` (..., O, C, kh, kw):
     the inverse of :func:`block_weight`."""
-    O, C, kh, kw = out.shape[-4:]
-    target = out if out.flags.c_contiguous else np.empty(out.shape, out.dtype)
-    _scatter(np.ascontiguousarray(m, dtype=out.dtype).reshape(-1, O * C * kh * kw),
-             block_index((O, C, kh, kw), multiple, stride), target.reshape(-1, O * C * kh * kw))
-    if target is not out:
-        np.copyto(out, target)
+    _, inverse = block_permutation(out.shape[-4:], multiple, stride)
+    np.copyto(out, gather(m.astype(out.dtype, copy=False).reshape(-1, 1, inverse.size), inverse[None]).reshape(out.shape))
 
 
 def space_to_depth(x, stride, blocks):
