@@ -111,7 +111,7 @@ class Im2col:
 
     def contract(self, gy):
         """The adjoint of :meth:`expand`: (G, n, O, OH, OW) -> (G, O, OH OW n)."""
-        return batch_last(gy).reshape(*gy.shape[:1], gy.shape[2], -1)
+        return batch_last(gy).reshape(gy.shape[0], gy.shape[2], -1)
 
 
 class SpaceToDepth:
