@@ -5,7 +5,7 @@ the DQN "Nature" CNN (4x84x84 -> 32c8s4 -> 64c4s2 -> 64c3s1 -> 512 -> 18) Adam t
 batch of 32 (MSE on all 18 outputs) and its forward pass on a batch of 1; float32 and float64.
 Timing protocol: benchmarks/harness.py.
 
-    python benchmarks/bench_core.py [--threads 2] [--repeats 7] [--markdown] [--only NAME] [--alone]
+    python benchmarks/bench_core.py [--threads 2] [--repeats 7] [--markdown] [--only NAME] [--alone] [--probe]
 
 torch is needed here (the ``test`` extra) but never by refplastic itself.
 """

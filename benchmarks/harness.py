@@ -28,6 +28,8 @@ def parse_args(description, extra=()):
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--only", default="", help="run workloads whose name contains this")
+    parser.add_argument("--probe", action="store_true",
+                        help="print every round, with the machine's phase probe (see probe_phase) timed before it")
     parser.add_argument("--alone", action="store_true",
                         help="time refplastic only: torch is built but never run, so it cannot disturb the process")
     for flags, kwargs in extra:
@@ -109,20 +111,45 @@ def seconds_per_call(f, budget=0.3):
     return (time.perf_counter() - start) / n
 
 
-def compare(ours, theirs, repeats, alone=False, warmup=3):
+def probe_phase():
+    """Median microseconds of a float32 product of conv1's batch-1 shape (128x64 by 64x441) on
+    NumPy's BLAS threads. On the project's 2-core VM it takes 51-60 us in the machine's fast
+    phases and 100-130 us in its slow ones, when the two vCPUs compute as if they shared one core
+    (docs/performance.md, "The machine's two speeds")."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random((128, 64), dtype=np.float32), rng.random((64, 441), dtype=np.float32)
+    for _ in range(20):
+        a @ b
+    times = []
+    for _ in range(200):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return median(times) * 1e6
+
+
+def compare(ours, theirs, repeats, alone=False, warmup=3, report=None):
     """``(refplastic seconds, torch seconds, paired ratios)``: medians over rounds of the seconds per
     call, and each round's refplastic time over the torch round that follows it (adjacent rounds
-    see the same machine, so their ratio is steadier than the times). torch's is NaN with ``alone``."""
+    see the same machine, so their ratio is steadier than the times). torch's is NaN with ``alone``.
+    With ``report`` (a name), every round is printed with the phase probe timed before it."""
     for f in (ours,) if alone else (ours, theirs):  # warm up: compile, allocate
         for _ in range(warmup):
             f()
     a, b = [], []
     for _ in range(repeats):
+        probe = probe_phase() if report else None
         settle()
         a.append(seconds_per_call(ours))
         if not alone:
             settle()
             b.append(seconds_per_call(theirs))
+        if report:
+            theirs_ms = b[-1] * 1e3 if b else float("nan")
+            print(f"  round  {report:<60} probe {probe:6.1f} us  refplastic {a[-1] * 1e3:9.3f} ms  "
+                  f"torch {theirs_ms:9.3f} ms  ratio {a[-1] * 1e3 / theirs_ms:5.2f}", flush=True)
     ratios = [x / y for x, y in zip(a, b)]
     return median(a), (median(b) if b else float("nan")), ratios
 
@@ -139,7 +166,8 @@ def run(workloads, args):
     for workload, dtype, make, repeats, warmup in workloads:
         if args.only and args.only not in workload:
             continue
-        ours, theirs, ratios = compare(*make(), repeats, args.alone, warmup)
+        ours, theirs, ratios = compare(*make(), repeats, args.alone, warmup,
+                                       f"{workload} {dtype}" if args.probe else None)
         spread = f"{min(ratios):.2f}-{max(ratios):.2f}" if ratios else "-"
         rows.append((workload, dtype, ours * 1e3, theirs * 1e3, ours / theirs, spread))
         if not args.markdown:
