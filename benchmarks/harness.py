@@ -6,7 +6,9 @@ torch. After warm-up calls, rounds alternate between the two; each round starts 
 that lets the other library's spinning worker threads park, then one untimed call, then calls
 for about ``budget`` seconds (a call longer than that is its own round). A cell is the median
 over rounds of a round's mean time per call; the table also gives the range of the paired ratios
-(each refplastic round over the torch round right after it).
+(each refplastic round over the torch round right after it). With ``--probe`` every round is
+printed with the machine's phase probe (:func:`probe_phase`) timed before it, and each workload
+with the median paired ratio of its rounds in fast and in slow phases.
 
 Import this module before numpy: :func:`parse_args` sets the BLAS and Numba thread counts,
 which numpy and Numba read when they load.
@@ -111,6 +113,9 @@ def seconds_per_call(f, budget=0.3):
     return (time.perf_counter() - start) / n
 
 
+SLOW_PROBE_US = 80  # probe_phase above this: a slow phase
+
+
 def probe_phase():
     """Median microseconds of a float32 product of conv1's batch-1 shape (128x64 by 64x441) on
     NumPy's BLAS threads. On the project's 2-core VM it takes 51-60 us in the machine's fast
@@ -138,9 +143,10 @@ def compare(ours, theirs, repeats, alone=False, warmup=3, report=None):
     for f in (ours,) if alone else (ours, theirs):  # warm up: compile, allocate
         for _ in range(warmup):
             f()
-    a, b = [], []
+    a, b, probes = [], [], []
     for _ in range(repeats):
         probe = probe_phase() if report else None
+        probes.append(probe)
         settle()
         a.append(seconds_per_call(ours))
         if not alone:
@@ -151,6 +157,12 @@ def compare(ours, theirs, repeats, alone=False, warmup=3, report=None):
             print(f"  round  {report:<60} probe {probe:6.1f} us  refplastic {a[-1] * 1e3:9.3f} ms  "
                   f"torch {theirs_ms:9.3f} ms  ratio {a[-1] * 1e3 / theirs_ms:5.2f}", flush=True)
     ratios = [x / y for x, y in zip(a, b)]
+    if report and ratios:
+        phases = []
+        for name, fast in (("fast", True), ("slow", False)):
+            chosen = [r for r, p in zip(ratios, probes) if (p < SLOW_PROBE_US) == fast]
+            phases.append(f"{name} {len(chosen)} rounds" + (f", median ratio {median(chosen):.2f}" if chosen else ""))
+        print(f"  phases {report:<59} " + "; ".join(phases), flush=True)
     return median(a), (median(b) if b else float("nan")), ratios
 
 
