@@ -104,7 +104,8 @@ def _col2im(cols, kh, kw, sh, sw, oh, ow, x):
                         add_runs(dst, uint64(line + j * B), sw * B, src, uint64(out), run, count, run)
 
 
-def _output_hw(hw, kernel, stride, padding):
+def conv_output_hw(hw, kernel, stride, padding):
+    """``(OH, OW)``: :func:`conv_output_size` along height and width of images of size ``hw``."""
     return tuple(conv_output_size(n, k, s, p) for n, k, s, p in zip(hw, kernel, stride, padding))
 
 
@@ -126,7 +127,7 @@ def crop_images(x, padding):
 def im2col(x, kernel, stride, padding):
     """``cols`` of shape (G, C kh kw, OH OW B) from batch-last images ``x`` of shape (G, C, H, W, B)."""
     G, C, H, W, B = x.shape
-    oh, ow = _output_hw((H, W), kernel, stride, padding)
+    oh, ow = conv_output_hw((H, W), kernel, stride, padding)
     cols = np.empty((G, C * kernel[0] * kernel[1], oh * ow * B), x.dtype)
     _im2col(np.ascontiguousarray(pad_images(x, padding)), *kernel, *stride, oh, ow, cols)
     return cols
@@ -136,7 +137,7 @@ def col2im(cols, x_shape, kernel, stride, padding):
     """Batch-last images of shape ``x_shape`` (G, C, H, W, B) from ``cols`` (G, C kh kw, OH OW B),
     summing overlaps."""
     G, C, H, W, B = x_shape
-    oh, ow = _output_hw((H, W), kernel, stride, padding)
+    oh, ow = conv_output_hw((H, W), kernel, stride, padding)
     ph, pw = padding
     x = np.empty((G, C, H + 2 * ph, W + 2 * pw, B), cols.dtype)
     _col2im(np.ascontiguousarray(cols), *kernel, *stride, oh, ow, x)
@@ -149,7 +150,7 @@ def im2col_naive(x, kernel, stride, padding):
     """NumPy twin of :func:`im2col`: one strided slice of the zero-padded images per (i, j)."""
     G, C, H, W, B = x.shape
     (kh, kw), (sh, sw) = kernel, stride
-    oh, ow = _output_hw((H, W), kernel, stride, padding)
+    oh, ow = conv_output_hw((H, W), kernel, stride, padding)
     xp = pad_images(x, padding)
     cols = np.empty((G, C, kh, kw, oh, ow, B), x.dtype)
     for i in range(kh):
@@ -162,7 +163,7 @@ def col2im_naive(cols, x_shape, kernel, stride, padding):
     """NumPy twin of :func:`col2im`: add each (i, j) slice back into the padded images, then crop."""
     G, C, H, W, B = x_shape
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    oh, ow = _output_hw((H, W), kernel, stride, padding)
+    oh, ow = conv_output_hw((H, W), kernel, stride, padding)
     cols = cols.reshape(G, C, kh, kw, oh, ow, B)
     xp = np.zeros((G, C, H + 2 * ph, W + 2 * pw, B), cols.dtype)
     for i in range(kh):

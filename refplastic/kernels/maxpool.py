@@ -19,7 +19,7 @@ so ties go to the first maximal element and a NaN propagates. Then, for K tangen
 import numpy as np
 from numba import njit
 
-from .im2col import conv_output_size
+from .im2col import conv_output_hw, conv_output_size
 
 
 @njit(cache=True)
@@ -67,7 +67,7 @@ def _scatter(g, argmax, out):
 def maxpool(x, kernel, stride, padding):
     """``(y, argmax)``, both of shape (M, OH, OW), for planes ``x`` of shape (M, H, W)."""
     M, H, W = x.shape
-    oh, ow = (conv_output_size(n, k, s, p) for n, k, s, p in zip((H, W), kernel, stride, padding))
+    oh, ow = conv_output_hw((H, W), kernel, stride, padding)
     y = np.empty((M, oh, ow), x.dtype)
     argmax = np.empty((M, oh, ow), np.int64)
     _maxpool(np.ascontiguousarray(x), *kernel, *stride, *padding, y, argmax)

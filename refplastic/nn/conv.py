@@ -43,7 +43,7 @@ axis of the same products (the lowering of Rx is done for all K at once).
 
 import numpy as np
 
-from ..kernels.im2col import col2im, conv_output_size, crop_images, im2col, pad_images
+from ..kernels.im2col import col2im, conv_output_hw, crop_images, im2col, pad_images
 from ..kernels.space_to_depth import (block_weight, depth_to_space, shift_add, shift_scatter, space_to_depth,
                                       unblock_weight)
 from .arguments import as_pair, positive_int
@@ -123,8 +123,8 @@ class SpaceToDepth:
 
     def blocks(self, hw):
         """(Bh, Bw) = (OH - 1 + mh, OW - 1 + mw) for images of height and width ``hw``."""
-        return tuple(conv_output_size(n, k, s, p) - 1 + m
-                     for n, k, s, p, m in zip(hw, self.kernel, self.stride, self.padding, self.multiple))
+        out_hw = conv_output_hw(hw, self.kernel, self.stride, self.padding)
+        return tuple(n - 1 + m for n, m in zip(out_hw, self.multiple))
 
     def lower(self, x):
         """(G, N, C, H, W) -> blocks of the padded images, (G, C sh sw, Bh Bw N)."""
@@ -201,7 +201,7 @@ class Conv2d(Layer):
         """(OH, OW) for an input of shape ``x_shape`` (N, C, H, W); a ValueError if it does not fit."""
         if len(x_shape) != 4 or x_shape[1] != self.in_channels:
             raise ValueError(f"{self!r} expects input of shape (N, {self.in_channels}, H, W), got {tuple(x_shape)}")
-        out = tuple(conv_output_size(*a) for a in zip(x_shape[2:], self.kernel_size, self.stride, self.padding))
+        out = conv_output_hw(x_shape[2:], self.kernel_size, self.stride, self.padding)
         if min(out) < 1:
             raise ValueError(f"{self!r}: kernel {self.kernel_size} is larger than the padded input "
                              f"{tuple(n + 2 * p for n, p in zip(x_shape[2:], self.padding))}")
