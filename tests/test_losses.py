@@ -100,6 +100,22 @@ def test_cross_entropy_is_stable_for_huge_logits():
     assert np.all(np.isfinite(CrossEntropyLoss().backward(cache)))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("probabilities", [False, True])
+def test_cross_entropy_keeps_relative_precision_for_large_confident_logits(probabilities, dtype):
+    """Per-example losses of 1e-12 next to logits of 1e3: the value must not come from the
+    difference of the large sums ``sum lse(z_n)`` and ``sum z_n[y_n]``."""
+    rng = np.random.default_rng(5)
+    z = rng.normal(scale=5.0, size=(8, 4))
+    labels = z.argmax(axis=1)
+    z[np.arange(8), labels] += 25.0
+    z = (z + 1000.0).astype(dtype)
+    t = np.eye(4, dtype=dtype)[labels] if probabilities else labels
+    value = CrossEntropyLoss().forward(z, t)[0]
+    expected = torch.nn.functional.cross_entropy(torch.tensor(z), torch.tensor(t)).item()
+    assert abs(value - expected) <= RTOL[dtype] * abs(expected)
+
+
 def test_huber_is_quadratic_inside_and_linear_outside():
     loss = HuberLoss()
     assert loss(np.array([0.5]), np.array([0.0])) == pytest.approx(0.125)

@@ -95,10 +95,14 @@ class CrossEntropyLoss(Loss):
     shape (N, C).
 
     Targets are class indices ``y`` of shape (N,) or class probabilities ``t`` of shape (N, C).
-    With ``p = softmax(z)`` computed by a stable log-sum-exp, ``s_n = sum_c t_nc``:
+    With ``log p = (z - max z) - log sum exp(z - max z)`` (the stable log-softmax, as torch's),
+    ``p = softmax(z)`` and ``s_n = sum_c t_nc``:
 
-        L   = (1/N) sum_n (s_n lse(z_n) - sum_c t_nc z_nc)
+        L   = -(1/N) sum_n sum_c t_nc log p_nc
         gz  = (s_n p_n - t_n) / N
+
+    The value sums ``t log p`` term by term: ``s_n lse(z_n) - <t_n, z_n>``, equal in exact
+    arithmetic, cancels catastrophically for large, confident logits.
         d^2L/dz_n^2 = s_n (diag(p_n) - p_n p_n^T) / N,  so  R{gz}_n = s_n p_n * (Rz_n - <p_n, Rz_n>) / N
 
     For indices, ``t`` is one-hot and ``s_n = 1``.
@@ -122,13 +126,13 @@ class CrossEntropyLoss(Loss):
         else:
             raise ValueError(f"cross_entropy targets must be int labels of shape ({n},) or "
                              f"float probabilities of shape ({n}, {c}), got {t.dtype} {t.shape}")
-        zmax = z.max(axis=1, keepdims=True)
-        e = np.exp(z - zmax)
+        shifted = z - z.max(axis=1, keepdims=True)
+        e = np.exp(shifted)
         se = e.sum(axis=1, keepdims=True)
-        lse = zmax + np.log(se)
+        log_p = shifted - np.log(se)
         p = e / se
         s = t.sum(axis=1, keepdims=True)
-        loss = float((s * lse).sum() - np.vdot(t, z)) / self.divisor(n)
+        loss = -float(np.vdot(t, log_p)) / self.divisor(n)
         return loss, (p, t, s)
 
     def backward(self, cache):
