@@ -42,6 +42,8 @@ ARCHITECTURES = {
     "cnn-strided": (lambda: ([Conv2d(2, 4, 4, 2), ReLU(), Conv2d(4, 3, 2, 2, 1), Tanh(), Flatten(), Linear(27, 3)],
                              (4, 2, 10, 10)), True),  # kernels that are multiples of their stride
     "layernorm": (lambda: ([Linear(5, 6), LayerNorm(6), Tanh(), Linear(6, 3)], (7, 5)), True),
+    # normalized_shape spans the batch axis too: examples interact, as with train-mode BatchNorm
+    "layernorm-over-batch": (lambda: ([Linear(5, 6), LayerNorm((7, 6)), Tanh(), Linear(6, 3)], (7, 5)), True),
     "batchnorm1d-train": (lambda: ([Linear(5, 6), BatchNorm1d(6), Sigmoid(), Linear(6, 3)], (7, 5)), True),
     "batchnorm1d-eval": (lambda: ([Linear(5, 6), BatchNorm1d(6), GELU(), Linear(6, 3)], (7, 5)), False),
     "cnn-batchnorm2d-train": (lambda: ([Conv2d(2, 3, 3), BatchNorm2d(3), Tanh(), Flatten(), Linear(48, 3)],
@@ -189,7 +191,8 @@ def test_hessian_ggn_jacobian_per_example_against_torch(arch):
     expected = twin.per_example()
     assert_close(per_example_gradients(net, loss, x, t, mode="vjp", block_size=3), expected, RTOL,
                  "per-example gradients (VJP)")
-    if "train" not in arch:
+    assert_close(per_example_gradients(net, loss, x, t), expected, RTOL, "per-example gradients (auto)")
+    if "train" not in arch and "over-batch" not in arch:
         assert_close(per_example_gradients(net, loss, x, t, mode="layers"), expected, RTOL,
                      "per-example gradients (per layer)")
     assert_buffers_unchanged(net, before)
@@ -272,3 +275,6 @@ def test_bad_shapes_and_modes_are_errors():
     train_bn, loss, x, t = problem("batchnorm1d-train", "mse")
     with pytest.raises(ValueError, match="independent examples"):
         per_example_gradients(train_bn, loss, x, t, mode="layers")
+    over_batch, loss, x, t = problem("layernorm-over-batch", "mse")
+    with pytest.raises(ValueError, match="independent examples"):
+        per_example_gradients(over_batch, loss, x, t, mode="layers")

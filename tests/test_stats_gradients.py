@@ -16,6 +16,7 @@ ARCHITECTURES = {
     "mlp": (lambda: [Linear(5, 7), ReLU(), Linear(7, 6), Tanh(), Linear(6, 3)], (6, 5)),
     "cnn": (lambda: [Conv2d(2, 3, 3, padding=1), ReLU(), MaxPool2d(2), Flatten(), Linear(3 * 3 * 3, 3)], (6, 2, 6, 6)),
     "layernorm": (lambda: [Linear(5, 6), LayerNorm(6), Tanh(), Linear(6, 3)], (6, 5)),
+    "layernorm-over-batch": (lambda: [Linear(5, 6), LayerNorm((6, 6)), Tanh(), Linear(6, 3)], (6, 5)),
     "batchnorm1d": (lambda: [Linear(5, 6), BatchNorm1d(6), ReLU(), Linear(6, 3)], (6, 5)),
     "batchnorm2d": (lambda: [Conv2d(2, 3, 3), BatchNorm2d(3), Tanh(), Flatten(), Linear(3 * 4 * 4, 3)], (6, 2, 6, 6)),
 }
@@ -64,7 +65,7 @@ MODES = [(arch, False) for arch in ARCHITECTURES] + [("batchnorm1d", True), ("ba
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("arch, training", MODES)
 def test_gram_and_cosine_against_torch(arch, training, dtype):
-    loss_name = "cross_entropy" if arch != "layernorm" else "mse"
+    loss_name = "cross_entropy" if not arch.startswith("layernorm") else "mse"
     net, x, t = make_case(arch, dtype, training, loss_name)
     buffers = [b.copy() for _, b in net.named_buffers()]
     G, module, z, tt = torch_per_example_gradients(net, x, t, loss_name)

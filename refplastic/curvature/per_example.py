@@ -10,7 +10,7 @@ Row n of the per-example gradient matrix is
 When examples do not interact, g_n is the gradient of the loss on example n alone. Two exact
 routes, without a Python loop over examples:
 
-- per layer (examples independent: Linear, Conv2d, LayerNorm, BatchNorm with running statistics
+- per layer (examples independent: Linear, Conv2d, LayerNorm over non-batch axes, BatchNorm with running statistics
   in eval mode, and the parameter-free elementwise, MaxPool2d and Flatten layers): one backward
   pass gives every layer's output cotangent gy; a layer's parameter gradient is a sum over
   examples, and its terms are the per-example gradients, e.g. Linear ``gW_n = gy_n^T x_n``,
@@ -47,7 +47,7 @@ def per_example_gradients(net, loss, x, t, mode="auto", block_size=64, batch=Non
     when every layer allows it). Buffers are left unchanged.
     """
     batch = CurvatureBatch(net, loss, x, t) if batch is None else batch
-    maps = [_example_map(layer) for layer in net.layers]
+    maps = _example_maps(batch)
     if mode == "auto":
         mode = "layers" if all(m is not None for m in maps) else "vjp"
     if mode == "layers":
@@ -105,14 +105,27 @@ def _normalization_map(layer, s, gy, out):
         out["bias"][...] = np.sum(gy, axis=axes).reshape(out["bias"].shape)
 
 
-def _example_map(layer):
-    """The per-example gradient map of ``layer``, or None if its examples may interact."""
+def independent_examples(batch):
+    """Whether no layer mixes the examples of ``batch`` (a :class:`CurvatureBatch`): then example
+    n's outputs depend on input n alone, and the per-layer route applies."""
+    return all(m is not None for m in _example_maps(batch))
+
+
+def _example_maps(batch):
+    """Every layer's per-example gradient map, None for a layer whose examples may interact."""
+    return [_example_map(layer, cache) for layer, cache in zip(batch.net.layers, batch.caches)]
+
+
+def _example_map(layer, cache):
+    """The per-example gradient map of ``layer`` (forward cache ``cache``), or None if its examples
+    may interact: a LayerNorm whose ``normalized_shape`` spans the batch axis too mixes them."""
     if isinstance(layer, Linear):
         return _linear_map
     if isinstance(layer, Conv2d):
         return _conv_map
-    if isinstance(layer, LayerNorm) or (isinstance(layer, _BatchNorm) and layer.track_running_stats
-                                        and not layer.training):
+    if isinstance(layer, LayerNorm) and -cache.xhat.ndim in cache.param_axes:
+        return _normalization_map
+    if isinstance(layer, _BatchNorm) and layer.track_running_stats and not layer.training:
         return _normalization_map
     if isinstance(layer, (Elementwise, MaxPool2d)) or (isinstance(layer, Flatten) and layer.start_dim >= 1):
         return _no_parameters

@@ -21,7 +21,8 @@ loss has ``g_n = N gy_n x_n^T`` (weight) and ``N gy_n`` (bias), so its part of K
 (Goodfellow 2015's trick), O(N^2 (in + out)) instead of the O(N in out) of the gradients
 themselves. Other layers with parameters (Conv2d, LayerNorm, eval-mode BatchNorm) contribute
 ``G_layer G_layer^T`` from their columns of :func:`refplastic.curvature.per_example_gradients`.
-A BatchNorm that normalises with batch statistics makes every example's loss depend on every
+A layer that mixes examples (a BatchNorm that normalises with batch statistics, a LayerNorm
+whose ``normalized_shape`` spans the batch axis) makes every example's loss depend on every
 input; then ``K = G G^T`` with G from the whole-network route of ``per_example_gradients``.
 
 :func:`kmeans_order` orders the rows of C for plotting, grouping examples whose gradients point
@@ -31,17 +32,13 @@ the same way: seeded k-means++ and Lloyd's algorithm on the rows of C.
 import numpy as np
 
 from ..curvature import CurvatureBatch, per_example_gradients
-from ..nn import BatchNorm1d, BatchNorm2d, Linear
+from ..curvature.per_example import independent_examples
+from ..nn import Linear
 
 
 def gradient_norm(gradient):
     """``|g|_2`` in float64."""
     return float(np.sqrt(np.sum(np.square(gradient, dtype=np.float64))))
-
-
-def mixes_examples(layer):
-    """Whether ``layer`` normalises with statistics of the whole batch (train-mode BatchNorm)."""
-    return isinstance(layer, (BatchNorm1d, BatchNorm2d)) and (layer.training or not layer.track_running_stats)
 
 
 def per_example_gradient_gram(net, loss, x, t, batch=None):
@@ -50,7 +47,7 @@ def per_example_gradient_gram(net, loss, x, t, batch=None):
     ``batch``: a :class:`refplastic.curvature.CurvatureBatch` of the same net, loss and batch to reuse.
     """
     batch = CurvatureBatch(net, loss, x, t) if batch is None else batch
-    if any(mixes_examples(layer) for layer in net.layers):
+    if not independent_examples(batch):
         G = per_example_gradients(net, loss, x, t, batch=batch).astype(np.float64)
         return G @ G.T
     n = batch.z.shape[0]
