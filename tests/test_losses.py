@@ -66,7 +66,9 @@ LOSS_CLASS = {"mse": MSELoss, "huber": HuberLoss, "cross_entropy": CrossEntropyL
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 @pytest.mark.parametrize("name,shape,probabilities,kwargs", [
     ("mse", (7, 3), False, {}), ("huber", (9, 4), False, {}), ("huber", (5, 2), False, {"delta": 0.3}),
-    ("huber", (4, 3), False, {"delta": 2.5}), ("cross_entropy", (8, 5), False, {}), ("cross_entropy", (6, 3), True, {})])
+    ("huber", (4, 3), False, {"delta": 2.5}), ("cross_entropy", (8, 5), False, {}), ("cross_entropy", (6, 3), True, {}),
+    ("cross_entropy", (8, 5), False, {"label_smoothing": 0.1}), ("cross_entropy", (6, 3), True, {"label_smoothing": 0.3}),
+    ("cross_entropy", (5, 4), False, {"label_smoothing": 1.0})])
 def test_reductions_and_huber_delta_against_torch(name, shape, probabilities, kwargs, reduction):
     rng = np.random.default_rng(4)
     z = rng.normal(scale=2.0, size=shape)
@@ -91,6 +93,15 @@ def test_bad_reductions_and_deltas_are_clear_errors():
         with pytest.raises(ValueError, match="delta"):
             HuberLoss(delta=delta)
     assert repr(MSELoss(reduction="sum")) == "MSELoss(reduction='sum')" and repr(MSELoss()) == "MSELoss()"
+    for smoothing in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="label_smoothing"):
+            CrossEntropyLoss(label_smoothing=smoothing)
+    with pytest.raises(ValueError, match="weight=None only"):
+        CrossEntropyLoss(weight=np.ones(3))
+    with pytest.raises(ValueError, match="negative ignore_index only"):
+        CrossEntropyLoss(ignore_index=0)
+    CrossEntropyLoss(weight=None, ignore_index=-100)  # torch's defaults
+    assert repr(CrossEntropyLoss(label_smoothing=0.1)) == "CrossEntropyLoss(label_smoothing=0.1)"
 
 
 def test_cross_entropy_is_stable_for_huge_logits():

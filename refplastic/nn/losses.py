@@ -91,24 +91,41 @@ class HuberLoss(Loss):
 
 
 class CrossEntropyLoss(Loss):
-    """Softmax cross-entropy (``torch.nn.CrossEntropyLoss(reduction="mean")``) on logits ``z`` of
-    shape (N, C).
+    """Softmax cross-entropy (``torch.nn.CrossEntropyLoss(reduction="mean", label_smoothing=0.0)``)
+    on logits ``z`` of shape (N, C).
 
     Targets are class indices ``y`` of shape (N,) or class probabilities ``t`` of shape (N, C).
+    Label smoothing ``e`` replaces them, as torch does, by ``(1 - e) t + e / C`` (t one-hot for
+    indices); everything below is linear in t and holds for the smoothed targets.
+    torch's ``weight`` and ``ignore_index`` are accepted at their defaults only (None, and a
+    negative index, which no valid label can equal).
     With ``log p = (z - max z) - log sum exp(z - max z)`` (the stable log-softmax, as torch's),
     ``p = softmax(z)`` and ``s_n = sum_c t_nc``:
 
         L   = -(1/N) sum_n sum_c t_nc log p_nc
         gz  = (s_n p_n - t_n) / N
-
-    The value sums ``t log p`` term by term: ``s_n lse(z_n) - <t_n, z_n>``, equal in exact
-    arithmetic, cancels catastrophically for large, confident logits.
         d^2L/dz_n^2 = s_n (diag(p_n) - p_n p_n^T) / N,  so  R{gz}_n = s_n p_n * (Rz_n - <p_n, Rz_n>) / N
 
-    For indices, ``t`` is one-hot and ``s_n = 1``.
+    For indices, ``t`` is one-hot and ``s_n = 1``. The value sums ``t log p`` term by term:
+    ``s_n lse(z_n) - <t_n, z_n>``, equal in exact arithmetic, cancels catastrophically for large,
+    confident logits.
     """
 
     name = "cross_entropy"
+
+    def __init__(self, reduction="mean", label_smoothing=0.0, weight=None, ignore_index=-100):
+        super().__init__(reduction)
+        self.label_smoothing = finite_float(label_smoothing, "CrossEntropyLoss label_smoothing", 0, 1)
+        if weight is not None:
+            raise ValueError("CrossEntropyLoss supports weight=None only (no class weights)")
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)) or ignore_index >= 0:
+            raise ValueError(f"CrossEntropyLoss supports a negative ignore_index only (no label is ignored), "
+                             f"got {ignore_index!r}")
+
+    def __repr__(self):
+        args = [] if self.reduction == "mean" else [f"reduction={self.reduction!r}"]
+        args += [f"label_smoothing={self.label_smoothing!r}"] if self.label_smoothing else []
+        return f"{type(self).__name__}({', '.join(args)})"
 
     def forward(self, z, t):
         if z.ndim != 2:
@@ -126,6 +143,8 @@ class CrossEntropyLoss(Loss):
         else:
             raise ValueError(f"cross_entropy targets must be int labels of shape ({n},) or "
                              f"float probabilities of shape ({n}, {c}), got {t.dtype} {t.shape}")
+        if self.label_smoothing:
+            t = (1 - self.label_smoothing) * t + self.label_smoothing / c
         shifted = z - z.max(axis=1, keepdims=True)
         e = np.exp(shifted)
         se = e.sum(axis=1, keepdims=True)
