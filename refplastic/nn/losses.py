@@ -108,7 +108,10 @@ class CrossEntropyLoss(Loss):
 
     For indices, ``t`` is one-hot and ``s_n = 1``. The value sums ``t log p`` term by term:
     ``s_n lse(z_n) - <t_n, z_n>``, equal in exact arithmetic, cancels catastrophically for large,
-    confident logits.
+    confident logits. For the same reason ``R{gz}`` shifts the tangent by its entry at the most
+    likely class m, ``Rz_n - <p_n, Rz_n> = d_n - <p_n, d_n>`` with ``d_n = Rz_n - Rz_nm`` (the
+    two agree as ``sum_c p_nc = 1``): at class m this is ``-sum_{c != m} p_nc d_nc``, small and
+    exact, where ``Rz_nm (1 - p_nm)`` would lose the digits of ``1 - p_nm``.
     """
 
     name = "cross_entropy"
@@ -160,7 +163,9 @@ class CrossEntropyLoss(Loss):
 
     def backward_r(self, cache, rz):
         p, t, s = cache
-        return s * p * (rz - (p * rz).sum(axis=-1, keepdims=True)) / self.divisor(p.shape[0])
+        top = p.argmax(axis=1)
+        d = rz - rz[..., np.arange(p.shape[0]), top][..., None]
+        return s * p * (d - (p * d).sum(axis=-1, keepdims=True)) / self.divisor(p.shape[0])
 
 
 def _float_targets(z, t):
