@@ -282,6 +282,11 @@ BAD_CASES = [
      "buffers/1.num_batches_tracked: expected integer"),
     ("mlp_tanh_mse", _set("hvp/vectors", np.zeros((2, 5))), "hvp/vectors: expected a float array (K, 203)"),
     ("mlp_tanh_mse", _set("hvp/vectors", np.full((2, 203), np.nan)), "hvp/vectors: contains NaN or infinity"),
+    # finite in the file's float64, infinite once cast to the case's float32
+    ("mlp_leakyrelu_float32", _scale("inputs", np.float64(1e39)), "inputs: values beyond the range of float32"),
+    ("mlp_leakyrelu_float32", _scale("params/0.weight", np.float64(1e39)),
+     "params/0.weight: values beyond the range of float32"),
+    ("mlp_leakyrelu_float32", _set("hvp/vectors", np.full((2, 58), 1e39)), "hvp/vectors: values beyond the range"),
 ]
 
 
