@@ -72,6 +72,17 @@ def evaluate(net, loss, x, y, num_classes):
     return out
 
 
+def _resumable_history(history, step, config):
+    """The saved ``history`` as lists, without the end-of-run evaluation at ``step`` when the run goes
+    on past it and ``step`` is off the ``eval_every`` grid: an uninterrupted run logs there only at
+    its own end, so keeping it would add an entry that the uninterrupted run does not have."""
+    history = {k: list(v) for k, v in history.items()}
+    ends_off_grid = history["step"] and history["step"][-1] == step and step % config.eval_every != 0
+    if ends_off_grid and step < config.steps:
+        history = {k: v[:-1] for k, v in history.items()}
+    return history
+
+
 def train(config, checkpoint=None, checkpoint_every=500, progress=None):
     """Train per ``config``; return ``(net, optimizer, run)``.
 
@@ -108,8 +119,8 @@ def train(config, checkpoint=None, checkpoint_every=500, progress=None):
         net.load_state_dict(saved["network"].state_dict())
         optimizer.load_state_dict(saved["optimizer_state"])
         batches = restore_rng(run["rng_state"])
-        history = {k: list(v) for k, v in run["history"].items()}
         step = run["step"]
+        history = _resumable_history(run["history"], step, config)
 
     def log():
         train_eval = evaluate(net, loss, x_train, data.y_train, data.num_classes)

@@ -11,7 +11,7 @@ import pytest
 from refplastic.reference import compute_file, format_table, read_datasets, suite_cases, verify_files, write_suite
 from refplastic.reference import compute as compute_module
 from refplastic.reference.format import CASE_ATTRS
-from refplastic.reference.verify import compare, relative_error
+from refplastic.reference.verify import column_of, compare, relative_error
 
 ROOT = Path(__file__).resolve().parents[1]
 INPUT_FIELDS = ("inputs", "targets", "params", "buffers")
@@ -203,6 +203,18 @@ def test_a_case_with_nothing_in_common_fails(suite):
     assert {r.status for r in rows if r.failed} == {"nothing compared"}
 
 
+def test_a_case_with_only_the_given_data_in_common_fails(suite):
+    """Inputs, targets, parameters and buffers copied from the input file are no check of anything."""
+    ref = read_datasets(suite)
+    case = "mlp_batchnorm_eval"
+    given = {k: v for k, v in ref[case].items() if column_of(k) == "given"}
+    assert {"inputs", "targets", "params/0.weight", "buffers/1.running_var", "flat_params"} <= set(given)
+    rows = compare({case: given}, {case: ref[case]})
+    assert [(r.case, r.status) for r in rows if r.failed] == [(case, "nothing compared")]
+    rows = compare({case: {**given, "loss": ref[case]["loss"]}}, {case: ref[case]})
+    assert not any(r.failed for r in rows)
+
+
 # ---- bad files --------------------------------------------------------------------------------------------
 def _set(key, value):
     def edit(case):
@@ -282,6 +294,11 @@ BAD_CASES = [
      "buffers/1.num_batches_tracked: expected integer"),
     ("mlp_tanh_mse", _set("hvp/vectors", np.zeros((2, 5))), "hvp/vectors: expected a float array (K, 203)"),
     ("mlp_tanh_mse", _set("hvp/vectors", np.full((2, 203), np.nan)), "hvp/vectors: contains NaN or infinity"),
+    # finite in the file's float64, infinite once cast to the case's float32
+    ("mlp_leakyrelu_float32", _scale("inputs", np.float64(1e39)), "inputs: values beyond the range of float32"),
+    ("mlp_leakyrelu_float32", _scale("params/0.weight", np.float64(1e39)),
+     "params/0.weight: values beyond the range of float32"),
+    ("mlp_leakyrelu_float32", _set("hvp/vectors", np.full((2, 58), 1e39)), "hvp/vectors: values beyond the range"),
 ]
 
 

@@ -83,6 +83,8 @@ def test_names_keys_and_layer_filter():
     ("dormant_fraction/tau=abc", "must be a number"),
     ("dormant_fraction/tau=nan", "must be finite"),
     ("dormant_fraction/tau", "expected parameter=value"),
+    ("feature_srank/delta=-1", "delta must lie in"),
+    ("feature_approximate_rank/threshold=2", "threshold must lie in"),
     ("dead_fraction/layer=-1", "non-negative integer"),
     ("dead_fraction/layer=0", "layer 0 has no such value"),
     ("gradient_norm", "needs targets and a loss"),
@@ -92,6 +94,18 @@ def test_bad_names_say_what_is_wrong(name, message):
     net = Network(mlp(), np.random.default_rng(0))
     with pytest.raises(ValueError, match=message):
         compute_statistics(net, np.zeros((3, 6)), None, None, [name])
+
+
+@pytest.mark.parametrize("where", ["x", "t", "net", "init_net"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_inputs_targets_or_parameters_are_errors(where, bad):
+    """A NaN would pass silently as a value: a NaN activation is not > 0, so its unit counts as dormant."""
+    rng = np.random.default_rng(0)
+    net, x, t = Network(mlp(), rng), rng.normal(size=(5, 6)), rng.normal(size=(5, 3))
+    init_net = net.copy()
+    {"x": x, "t": t, "net": net.flat, "init_net": init_net.flat}[where][0] = bad
+    with pytest.raises(ValueError, match="contains NaN or infinity"):
+        compute_statistics(net, x, t, "mse", ["dormant_fraction", "loss", "parameter_distance"], init_net=init_net)
 
 
 def test_names_must_be_a_list_and_init_net_must_match():

@@ -46,6 +46,19 @@ def test_thresholds_are_inclusive_at_exact_shares():
     assert rank.srank(s, delta=0.0) == 2
 
 
+@pytest.mark.parametrize("call, message", [
+    (lambda s: rank.srank(s, delta=-0.5), "delta must lie in"),
+    (lambda s: rank.srank(s, delta=1.0), "delta must lie in"),
+    (lambda s: rank.approximate_rank(s, threshold=0.0), "threshold must lie in"),
+    (lambda s: rank.approximate_rank(s, threshold=1.5), "threshold must lie in"),
+])
+def test_shares_outside_their_range_are_errors(call, message):
+    """srank's 1 - delta and approximate_rank's threshold are shares of a sum: outside (0, 1] the
+    formula has no answer (or the empty prefix), not the full rank or 1."""
+    with pytest.raises(ValueError, match=message):
+        call(np.array([4.0, 3.0, 2.0, 1.0]))
+
+
 def test_zero_and_empty_matrices_have_rank_zero():
     for s in (np.zeros(5), np.zeros(0)):
         assert rank.effective_rank(s) == 0.0

@@ -34,6 +34,19 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, dtype, dataset):
     assert resumed["step"] == 60 and load_checkpoint(ckpt)["run"]["step"] == 60
 
 
+def test_resume_from_a_run_that_ended_off_the_evaluation_grid(tmp_path):
+    """A first run of 50 steps logs its end (step 50, not a multiple of eval_every = 20); resumed to
+    60 steps, the history must be that of an uninterrupted 60-step run: 0, 20, 40, 60."""
+    config = TrainConfig(**SMALL)
+    net_full, _, full = train(config)
+    ckpt = tmp_path / "run.h5"
+    train(TrainConfig(**{**config.to_json(), "steps": 50}), checkpoint=ckpt, checkpoint_every=25)
+    net_resumed, _, resumed = train(config, checkpoint=ckpt, checkpoint_every=25)
+    np.testing.assert_array_equal(net_resumed.flat, net_full.flat)
+    assert resumed["history"]["step"] == [0, 20, 40, 60]
+    assert resumed["history"] == {k: list(v) for k, v in full["history"].items()}
+
+
 def test_resume_rejects_another_configuration(tmp_path):
     ckpt = tmp_path / "run.h5"
     train(TrainConfig(**{**SMALL, "steps": 20}), checkpoint=ckpt)

@@ -201,18 +201,25 @@ def _read_case(group, name, where):
         description=_text(group.attrs.get("description", "")),
     )
     check_case(case, where)
-    return _cast(case)
+    return _cast(case, where)
 
 
-def _cast(case):
-    """Float arrays in the case's dtype, class labels as int64."""
-    def cast(a):
-        return a.astype(case.dtype if np.issubdtype(a.dtype, np.floating) else np.int64)
-    case.inputs, case.targets = cast(case.inputs), cast(case.targets)
-    case.params = {k: cast(v) for k, v in case.params.items()}
-    case.buffers = {k: cast(v) for k, v in case.buffers.items()}
+def _cast(case, where):
+    """Float arrays in the case's dtype, class labels as int64; a :class:`CaseError` for a finite value
+    that the case's dtype cannot hold (above 3.4e38 in a float32 case), which would become infinite."""
+    def cast(name, a):
+        if not np.issubdtype(a.dtype, np.floating):
+            return a.astype(np.int64)
+        with np.errstate(over="ignore"):
+            out = a.astype(case.dtype)
+        if not np.all(np.isfinite(out)):
+            raise CaseError(f"{where}: {name}: values beyond the range of {case.dtype}")
+        return out
+    case.inputs, case.targets = cast("inputs", case.inputs), cast("targets", case.targets)
+    case.params = {k: cast(f"params/{k}", v) for k, v in case.params.items()}
+    case.buffers = {k: cast(f"buffers/{k}", v) for k, v in case.buffers.items()}
     if case.hvp_vectors is not None:
-        case.hvp_vectors = cast(case.hvp_vectors)
+        case.hvp_vectors = cast("hvp/vectors", case.hvp_vectors)
     return case
 
 

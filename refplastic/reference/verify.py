@@ -13,8 +13,9 @@ BatchNorm). For eigenvalue vectors this is the error relative to the largest |la
 matches when error <= rtol: by default 1e-8 for float64 and 1e-4 for float32 reference data,
 ``rtol`` overrides both (other float dtypes: 1e-4); integer data (class labels,
 num_batches_tracked) and anything not numeric must be equal. A shape
-difference is a mismatch. A case missing from THEIRS, or sharing no dataset with the reference,
-fails; a dataset missing from THEIRS is reported but does not fail.
+difference is a mismatch. A case missing from THEIRS, or sharing no computed quantity with the
+reference (the given inputs, targets, parameters, buffers and HVP directions alone check
+nothing), fails; a dataset missing from THEIRS is reported but does not fail.
 """
 
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ STATS_FLOOR = 1.0
 @dataclass
 class Row:
     """One comparison. ``status``: ok, mismatch, missing (dataset not in THEIRS), missing case,
-    nothing compared (a case with no dataset in common) or extra case (only in THEIRS)."""
+    nothing compared (a case with no computed quantity in common) or extra case (only in THEIRS)."""
 
     case: str
     quantity: str
@@ -74,7 +75,7 @@ def compare(theirs, reference, rtol=None):
             continue
         ref, mine = split_statistics(ref), split_statistics(theirs[case])
         case_rows = [_compare(case, path, mine.get(path), b, ref, rtol) for path, b in ref.items()]
-        if all(row.status == "missing" for row in case_rows):
+        if all(row.status == "missing" for row in case_rows if column_of(row.quantity) != "given"):
             case_rows.append(Row(case, "", "nothing compared"))
         rows += case_rows
     rows += [Row(case, "", "extra case") for case in theirs if case not in reference]

@@ -344,6 +344,18 @@ def parse_name(name):
     return Request(base, {k: given.get(k, v) for k, v in defaults.items()}, layer)
 
 
+def _check_finite(net, x, t, init_net):
+    """A ValueError unless the inputs, float targets and parameters (of ``init_net`` too) are finite:
+    a NaN would otherwise pass as a value (a NaN activation is not ``> 0``, so a unit would look dormant)."""
+    arrays = {"x": x, "t": t, "the parameters of net": net.flat}
+    if init_net is not None:
+        arrays["the parameters of init_net"] = init_net.flat
+    for name, array in arrays.items():
+        array = np.asarray(array) if array is not None else None
+        if array is not None and np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+            raise ValueError(f"{name} contains NaN or infinity")
+
+
 def compute_statistics(net, x, t, loss, names=DEFAULT_STATISTICS, *, init_net=None, seed=0):
     """``{key: float}`` for each requested statistic, in request order (see the module docstring).
 
@@ -364,6 +376,7 @@ def compute_statistics(net, x, t, loss, names=DEFAULT_STATISTICS, *, init_net=No
             raise ValueError(f"{request.base} needs the network at initialisation (init_net)")
     if init_net is not None and init_net.architecture() != net.architecture():
         raise ValueError("init_net must have the same architecture as net")
+    _check_finite(net, x, t, init_net)
     ctx = Context(net, x, t, loss, init_net, seed)
     out = {}
     for request in requests:

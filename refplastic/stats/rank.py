@@ -56,12 +56,17 @@ def _smallest_prefix_reaching(values, fraction):
 
 
 def srank(s, delta=0.01):
-    """``min{k : sum_{i<=k} s_i / sum_i s_i >= 1 - delta}`` (Kumar et al. 2021, delta = 0.01)."""
+    """``min{k : sum_{i<=k} s_i / sum_i s_i >= 1 - delta}`` (Kumar et al. 2021, delta = 0.01), 0 <= delta < 1."""
+    if not 0 <= delta < 1:
+        raise ValueError(f"srank: delta must lie in [0, 1), got {delta}")
     return _smallest_prefix_reaching(_descending(s), 1.0 - delta)
 
 
 def approximate_rank(s, threshold=0.99):
-    """``min{k : sum_{i<=k} s_i^2 / sum_i s_i^2 >= threshold}`` (Yang et al. 2019; Dohare et al. 2024)."""
+    """``min{k : sum_{i<=k} s_i^2 / sum_i s_i^2 >= threshold}`` (Yang et al. 2019; Dohare et al. 2024),
+    0 < threshold <= 1."""
+    if not 0 < threshold <= 1:
+        raise ValueError(f"approximate_rank: threshold must lie in (0, 1], got {threshold}")
     return _smallest_prefix_reaching(_descending(s) ** 2, threshold)
 
 
