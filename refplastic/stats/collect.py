@@ -344,6 +344,11 @@ def parse_name(name):
     return Request(base, {k: given.get(k, v) for k, v in defaults.items()}, layer)
 
 
+def needing_init(names):
+    """The names among ``names`` whose statistic needs the network at initialisation (``init_net``)."""
+    return [name for name in names if "init" in STATISTICS[parse_name(name).base].needs]
+
+
 def compute_statistics(net, x, t, loss, names=DEFAULT_STATISTICS, *, init_net=None, seed=0):
     """``{key: float}`` for each requested statistic, in request order (see the module docstring).
 
