@@ -191,3 +191,60 @@ def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
     assert path.read_bytes() == before
     monkeypatch.undo()
     assert load_checkpoint(path)["run"]["step"] == 2
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    path = tmp_path_factory.mktemp("suite") / "suite.h5"
+    assert run("reference", "--out", path).returncode == 0
+    return path
+
+
+def one_case_input(suite, path, edit=None):
+    """An input file for ``compute``: the defining fields of mlp_tanh_mse, edited."""
+    with h5py.File(suite, "r") as src, h5py.File(path, "w") as dst:
+        case, group = src["cases/mlp_tanh_mse"], dst.create_group("cases/mine")
+        group.attrs.update({k: case.attrs[k] for k in ("architecture", "loss", "dtype", "mode")})
+        for key in ("inputs", "targets", "params"):
+            src.copy(case[key], group, key)
+        if edit is not None:
+            edit(dst, group)
+    return path
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda f, g: (g.__delitem__("inputs"), g.__setitem__("inputs", np.full((8, 5), 1e308))),
+     "case 'mine': hvp/products contains NaN or infinity"),
+    (lambda f, g: f.attrs.__setitem__("version", np.array([1, 2])), "unsupported version [1, 2]"),
+    (lambda f, g: f.attrs.__setitem__("version", "1"), "unsupported version '1'"),
+])
+def test_compute_bad_input_is_one_line_and_writes_nothing(suite, tmp_path, edit, message):
+    bad = one_case_input(suite, tmp_path / "in.h5", edit)
+    assert_one_line_error(run("compute", bad, "--out", tmp_path / "out.h5"), 1, message)
+    no_leftovers(tmp_path, ["in.h5"])
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda values: values[:3], "must be 1-D of one length, got (70,) and (3,)"),
+    (lambda values: values[:, None], "must be 1-D of one length"),
+])
+def test_verify_refuses_statistics_that_cannot_be_paired(suite, tmp_path, edit, message):
+    theirs = tmp_path / "theirs.h5"
+    shutil.copy(suite, theirs)
+    with h5py.File(theirs, "a") as f:
+        values = f["cases/mlp_tanh_mse/stats/values"][()]
+        del f["cases/mlp_tanh_mse/stats/values"]
+        f["cases/mlp_tanh_mse/stats/values"] = edit(values)
+    out = run("verify", theirs, "--reference", suite)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert f"MISMATCH mlp_tanh_mse: stats/names: stats/names and stats/values {message}" in out.stdout
+
+
+def test_verify_refuses_repeated_statistic_names(suite, tmp_path):
+    theirs = tmp_path / "theirs.h5"
+    shutil.copy(suite, theirs)
+    with h5py.File(theirs, "a") as f:
+        names = f["cases/mlp_tanh_mse/stats/names"]
+        names[1] = names[0]
+    out = run("verify", theirs, "--reference", suite)
+    assert out.returncode == 1 and "stats/names has repeated names" in out.stdout

@@ -87,8 +87,8 @@ def check_case(case, where):
         fail("architecture", "must be a non-empty JSON list of layer descriptions")
     try:
         net = Network.from_architecture(case.architecture, np.random.default_rng(0))
-    except (ValueError, TypeError) as e:
-        fail("architecture", str(e))
+    except (ValueError, TypeError, MemoryError) as e:
+        fail("architecture", str(e) or type(e).__name__)
     _check_state("params", case.params, dict(net.named_parameters()), fail)
     _check_state("buffers", case.buffers, dict(net.named_buffers()), fail)
     net = case.network()
