@@ -49,10 +49,20 @@ def cli():
 
 
 def _writable_path(ctx, param, value):
-    """A file path whose directory exists (checked before any work is done)."""
-    if value is not None and not os.path.isdir(os.path.dirname(os.path.abspath(value))):
-        raise click.BadParameter(f"directory does not exist: {os.path.dirname(os.path.abspath(value))}")
-    return value
+    """A file path where a file can be created (checked before any work is done)."""
+    from refplastic.h5io import check_writable
+
+    try:
+        return None if value is None else check_writable(value)
+    except OSError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _distinct_output(out, option, inputs):
+    """Refuse to write ``out`` over one of the ``inputs`` (``{option name: path}``) it is computed from."""
+    for name, path in inputs.items():
+        if out is not None and path is not None and os.path.exists(out) and os.path.samefile(out, path):
+            raise click.BadParameter(f"{out} is also {name}; it would be overwritten", param_hint=f"'{option}'")
 
 
 def _int_list(ctx, param, value):
@@ -92,8 +102,11 @@ def train(seed, dataset, hidden, activation, optimizer, lr, batch_size, steps, e
     from refplastic.checkpoint import save_checkpoint
     from refplastic.training import TrainConfig, train as run_training
 
-    config = TrainConfig(seed=seed, dataset=dataset, hidden=hidden, activation=activation, optimizer=optimizer,
-                         lr=lr, batch_size=batch_size, steps=steps, eval_every=eval_every, dtype=dtype)
+    try:
+        config = TrainConfig(seed=seed, dataset=dataset, hidden=hidden, activation=activation, optimizer=optimizer,
+                             lr=lr, batch_size=batch_size, steps=steps, eval_every=eval_every, dtype=dtype)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
     with click.progressbar(length=steps, label="training", file=sys.stderr) as bar:
         net, optimizer, run = run_training(config, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                                            progress=bar.update)
@@ -142,21 +155,21 @@ def _network_and_batch(network, data, loss, examples):
 
     The batch is ``data`` (a .npz or HDF5 file with ``inputs`` and ``targets``) or else the
     built-in training data of the run the checkpoint holds; the loss defaults to the run's.
-    Only the first ``examples`` examples are kept.
+    Only the first ``examples`` examples are kept; they must fit the network and the loss.
     """
-    import numpy as np
-
     from refplastic.checkpoint import load_checkpoint
-    from refplastic.data import GENERATORS
-    from refplastic.data.arrays import load_batch
+    from refplastic.data.arrays import check_batch, load_batch
+    from refplastic.nn import make_loss
+    from refplastic.training import TrainConfig, make_data
 
     saved = load_checkpoint(network)
     net, run = saved["network"], saved["run"]
     built = None
     if run is not None:
-        config = run["config"]
-        built = GENERATORS[config["dataset"]](np.random.default_rng([config["seed"], 0]),
-                                              n_train=config["n_train"], n_test=config["n_test"])
+        try:
+            built = make_data(TrainConfig.from_json(run["config"]))
+        except ValueError as e:
+            raise ValueError(f"{network}: /run: attribute 'config': {e}") from None
         loss = loss or ("cross_entropy" if built.num_classes else "mse")
     if data is not None:
         x, t = load_batch(data)
@@ -166,7 +179,9 @@ def _network_and_batch(network, data, loss, examples):
         raise click.UsageError("the checkpoint holds no training run: give --data FILE")
     if loss is None:
         raise click.UsageError("give --loss (mse, cross_entropy or huber): the checkpoint holds no training run")
-    return net, x[:examples], t[:examples], loss
+    x, t = x[:examples], t[:examples]
+    check_batch(net, make_loss(loss), x, t, data or f"{network}: the run's training data")
+    return net, x, t, loss
 
 
 DATA_OPTION = click.option(
@@ -195,10 +210,15 @@ EXAMPLES_OPTION = click.option("--examples", type=click.IntRange(min=1), default
               help="Plot the spectra here (needs the 'plot' extra, matplotlib).")
 def curvature(network, data, loss, examples, quantities, top_k, seed, out, plot):
     """Exact curvature of a saved network's loss on a batch: spectra, traces, gradients, NTK."""
-    from refplastic.curvature.report import curvature_report, plot_spectrum, write_report_h5
+    from refplastic.curvature.report import check_plot, check_top_k, curvature_report, plot_spectrum, write_report_h5
     from refplastic.nn import make_loss
 
+    for option, path in (("--out", out), ("--plot", plot)):
+        _distinct_output(path, option, {"NETWORK": network, "--data": data})
+    if plot is not None:
+        _checked(check_plot, plot, quantities, option="--plot")
     net, x, t, loss = _network_and_batch(network, data, loss, examples)
+    _checked(check_top_k, top_k, net.num_parameters, option="--top-k")
     progress = _Progress()
     try:
         report = curvature_report(net, make_loss(loss), x, t, quantities, seed, progress, top_k=top_k)
@@ -228,10 +248,22 @@ def curvature(network, data, loss, examples, quantities, top_k, seed, out, plot)
         click.echo(f"wrote {plot}")
 
 
+def _checked(check, *args, option):
+    """Run a library ``check(*args)``; its ValueError becomes a bad value of ``option`` (exit 2)."""
+    try:
+        check(*args)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint=f"'{option}'") from None
+
+
 def _stat_names(ctx, param, value):
     from refplastic.stats import DEFAULT_STATISTICS, parse_name
 
-    names = tuple(v.strip() for v in value.split(",") if v.strip()) if value else DEFAULT_STATISTICS
+    if value is None:
+        return DEFAULT_STATISTICS
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not names:
+        raise click.BadParameter("give at least one statistic name (docs/statistics.md)")
     for name in names:
         try:
             parse_name(name)
@@ -255,10 +287,13 @@ def _stat_names(ctx, param, value):
 def stats(network, data, loss, examples, names, init_network, seed, out):
     """Saturation, representation and gradient statistics of a saved network on a batch."""
     from refplastic.checkpoint import load_network
-    from refplastic.stats import compute_statistics, format_statistics, write_statistics_h5
+    from refplastic.stats import compute_statistics, format_statistics, needing_init, write_statistics_h5
 
+    _distinct_output(out, "--out", {"NETWORK": network, "--data": data, "--init": init_network})
+    if init_network is None and needing_init(names):
+        raise click.UsageError(f"{', '.join(needing_init(names))} need(s) --init FILE, the network at initialisation")
     net, x, t, loss = _network_and_batch(network, data, loss, examples)
-    init_net = load_network(init_network) if init_network is not None else None
+    init_net = load_network(init_network, like=net) if init_network is not None else None
     values = compute_statistics(net, x, t, loss, names, init_net=init_net, seed=seed)
     click.echo(format_statistics(values))
     if out is not None:

@@ -15,9 +15,10 @@ Nothing is unpickled: every field is a plain array, number or JSON string.
 
 import json
 
+import h5py
 import numpy as np
 
-from .h5io import atomic_h5, open_h5, read_datasets, read_dict, read_json_attr, write_dict, write_json_attr
+from .h5io import atomic_h5, attr_text, check_format, open_h5, read_datasets, read_dict, read_json_attr, write_dict, write_json_attr
 from .nn import Network, as_dtype
 
 BIT_GENERATORS = {g.__name__: g for g in (np.random.PCG64, np.random.PCG64DXSM, np.random.Philox,
@@ -55,16 +56,27 @@ def save_checkpoint(path, net, optimizer=None, run=None):
                 history.create_dataset(key, data=np.asarray(values))
 
 
-def load_network(path):
-    """The network stored in a checkpoint file, in the mode it was saved in."""
+def load_network(path, like=None):
+    """The network stored in a checkpoint file, in the mode it was saved in.
+
+    With ``like`` a network, the stored one must have the same architecture (say, the same
+    network at initialisation); a ValueError naming the file says what differs.
+    """
     with open_h5(path) as f:
-        return _network_from(f, path)
+        net = _network_from(f, path)
+    if like is not None and net.architecture() != like.architecture():
+        raise ValueError(f"{path}: a different architecture from the network's: "
+                         f"{net.num_parameters} parameters in {len(net.layers)} layers, "
+                         f"not {like.num_parameters} in {len(like.layers)}")
+    return net
 
 
 def load_checkpoint(path):
     """``{"network", "optimizer_state", "optimizer_name", "run"}`` from a checkpoint file.
 
-    ``run`` is ``None`` or a dict with ``config``, ``rng_state``, ``step`` and ``history``.
+    ``run`` is ``None`` or a dict with ``config`` (a dict), ``rng_state`` (a dict), ``step`` (an
+    int >= 0) and ``history`` (equally long 1-D arrays of numbers). Every field is checked; a bad
+    one raises a one-line ValueError naming the file and the field.
     """
     with open_h5(path) as f:
         net = _network_from(f, path)
@@ -76,29 +88,46 @@ def load_checkpoint(path):
             out["optimizer_name"] = state.pop("name")
             out["optimizer_state"] = state
         if "run" in f:
-            run = f["run"]
-            if "step" not in run.attrs or "history" not in run:
-                raise ValueError(f"{path}: /run needs an attribute 'step' and a group 'history'")
-            out["run"] = {
-                "config": read_json_attr(run, "config", f"{path}: /run"),
-                "rng_state": read_json_attr(run, "rng_state", f"{path}: /run"),
-                "step": int(run.attrs["step"]),
-                "history": read_datasets(run["history"], f"{path}: /run/history"),
-            }
+            out["run"] = _run_from(f["run"], path)
         return out
 
 
+def _run_from(run, path):
+    where = f"{path}: /run"
+    if not isinstance(run, h5py.Group) or "step" not in run.attrs or "history" not in run:
+        raise ValueError(f"{where} needs an attribute 'step' and a group 'history'")
+    step = np.asarray(run.attrs["step"])
+    if not (step.shape == () and np.issubdtype(step.dtype, np.integer) and step >= 0):
+        raise ValueError(f"{where}: attribute 'step' must be an integer >= 0, got {step.tolist()!r}")
+    config, rng_state = (read_json_attr(run, key, where) for key in ("config", "rng_state"))
+    for key, value in (("config", config), ("rng_state", rng_state)):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: attribute {key!r} must be a JSON object")
+    history = read_datasets(run["history"], f"{where}/history")
+    for key, values in history.items():
+        if values.ndim != 1 or not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
+            raise ValueError(f"{where}/history/{key}: expected a 1-D array of numbers, got {values.dtype} {values.shape}")
+    if len({len(values) for values in history.values()}) > 1:
+        raise ValueError(f"{where}/history: arrays of different lengths "
+                         f"({', '.join(f'{k} {len(v)}' for k, v in history.items())})")
+    return {"config": config, "rng_state": rng_state, "step": int(step), "history": history}
+
+
 def _network_from(f, path):
-    if f.attrs.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a refplastic checkpoint (attribute format != {FORMAT!r})")
-    if int(f.attrs.get("version", -1)) != VERSION:
-        raise ValueError(f"{path}: unsupported checkpoint version {f.attrs.get('version')}")
+    check_format(f, path, FORMAT, VERSION, "a refplastic checkpoint")
     architecture = read_json_attr(f, "architecture", str(path))
-    if "state" not in f:
+    if not isinstance(f.get("state"), h5py.Group):
         raise ValueError(f"{path}: missing group /state")
     if "dtype" not in f.attrs:
         raise ValueError(f"{path}: missing attribute 'dtype'")
-    net = Network.from_architecture(architecture, np.random.default_rng(0), as_dtype(str(f.attrs["dtype"])))
+    training = np.asarray(f.attrs.get("training", True))
+    if training.shape != () or training.dtype.kind not in "bi" or training not in (0, 1):
+        raise ValueError(f"{path}: attribute 'training' must be true or false, got {f.attrs['training']!r}")
+    try:
+        net = Network.from_architecture(_as_list(architecture), np.random.default_rng(0),
+                                        as_dtype(attr_text(f.attrs["dtype"]) or repr(f.attrs["dtype"])))
+    except (ValueError, TypeError, MemoryError) as e:
+        raise ValueError(f"{path}: cannot build the network: {str(e) or type(e).__name__}") from None
     state = read_datasets(f["state"], f"{path}: /state")
     try:
         net.load_state_dict(state)
@@ -107,8 +136,14 @@ def _network_from(f, path):
     for name, value in state.items():
         if np.issubdtype(np.asarray(value).dtype, np.floating) and not np.all(np.isfinite(value)):
             raise ValueError(f"{path}: /state/{name} contains NaN or infinity")
-    net.train(bool(f.attrs.get("training", True)))
+    net.train(bool(training))
     return net
+
+
+def _as_list(architecture):
+    if not isinstance(architecture, list) or not architecture:
+        raise ValueError("attribute 'architecture' must be a non-empty JSON list of layer descriptions")
+    return architecture
 
 
 def restore_rng(rng_state):
@@ -118,5 +153,8 @@ def restore_rng(rng_state):
     if bit_generator is None:
         raise ValueError(f"unknown bit generator in checkpoint: {json.dumps(name)}")
     bg = bit_generator()
-    bg.state = rng_state
+    try:
+        bg.state = rng_state
+    except (TypeError, ValueError, KeyError, OverflowError):
+        raise ValueError(f"invalid {name} state in checkpoint") from None
     return np.random.Generator(bg)

@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import sys
+import tempfile
 
 import h5py
 import numpy as np
@@ -18,20 +19,54 @@ from . import __version__
 @contextlib.contextmanager
 def atomic_h5(path):
     """Open ``path`` for writing as a temporary HDF5 file; rename it to ``path`` on success."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise OSError(f"directory does not exist: {directory}")
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with h5py.File(tmp, "w") as f:
+    path = check_writable(path)
+    with atomic_path(path) as tmp:
+        try:
+            f = h5py.File(tmp, "w")
+        except OSError as e:
+            raise OSError(f"cannot write {path}: {_reason(e)}") from None
+        with f:
             f.attrs["refplastic_version"] = __version__
             f.attrs["command"] = command_line()
             yield f
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary name next to ``path``; rename it to ``path`` if the block succeeds, else remove it."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        yield tmp
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.remove(tmp)
+
+
+def check_writable(path):
+    """``path`` as a string if a file can be created there, else a one-line OSError saying why.
+
+    Checked by creating (and removing) an empty file in its directory, so that a bad output path
+    fails before any work is done, not after.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path)) if path else ""
+    if not path or os.path.isdir(path):
+        raise OSError(f"not a file name: {path!r}")
+    if not os.path.isdir(directory):
+        raise OSError(f"directory does not exist: {directory}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".refplastic-probe-"):
+            pass
+    except OSError as e:
+        raise OSError(f"cannot write {path}: {_reason(e)}") from None
+    return path
+
+
+def _reason(error):
+    """The operating system's short reason for an OSError (h5py's messages run to several clauses)."""
+    return error.strerror or str(error).split("(")[0].strip() or type(error).__name__
 
 
 def open_h5(path):
@@ -43,6 +78,40 @@ def open_h5(path):
         return h5py.File(path, "r")
     except OSError:
         raise OSError(f"not a readable HDF5 file: {path}") from None
+
+
+def attr_text(value):
+    """An HDF5 attribute as text (bytes decoded, 0-d arrays unwrapped); ``None`` if it is not a string."""
+    value = value.item() if isinstance(value, np.ndarray) and value.ndim == 0 else value
+    value = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    return value if isinstance(value, str) else None
+
+
+def check_format(f, path, expected_format, expected_version, what, required=True):
+    """One-line ValueErrors unless the root attributes ``format`` and ``version`` are as expected.
+
+    With ``required`` False either may be absent (a user's hand-made file), but must be right if set.
+    ``what`` names the kind of file in the messages ("a refplastic checkpoint").
+    """
+    attrs = f.attrs
+    if "format" in attrs or required:
+        found = attr_text(attrs.get("format"))
+        if found != expected_format:
+            raise ValueError(f"{path}: not {what} (attribute format is {found!r}, expected {expected_format!r})")
+    if "version" not in attrs and required:
+        raise ValueError(f"{path}: missing attribute 'version'")
+    if "version" in attrs:
+        version = np.asarray(attrs["version"])
+        if not (version.shape == () and np.issubdtype(version.dtype, np.integer) and version == expected_version):
+            raise ValueError(f"{path}: unsupported version {_shown(attrs.get('version'))}; "
+                             f"this refplastic reads version {expected_version}")
+
+
+def _shown(value):
+    """A short, unambiguous rendering of an attribute value for a message."""
+    value = value.tolist() if isinstance(value, (np.ndarray, np.generic)) else value
+    text = repr(value.decode() if isinstance(value, bytes) else value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def command_line():

@@ -6,6 +6,8 @@ minibatch generator's state, so a resumed run gives the same numbers as an unint
 """
 
 import dataclasses
+import json
+import math
 import os
 from dataclasses import dataclass
 
@@ -13,9 +15,11 @@ import numpy as np
 
 from .checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from .data import GENERATORS
+from .h5io import attr_text
 from .nn import Linear, Network, make_loss
 from .nn.build import build_layer
-from .nn.optim import make_optimizer
+from .nn.network import DTYPES
+from .nn.optim import OPTIMIZERS, make_optimizer
 
 ACTIVATIONS = ("ReLU", "Tanh", "Sigmoid", "GELU", "LeakyReLU", "Identity")
 
@@ -36,21 +40,49 @@ class TrainConfig:
     dtype: str = "float64"
 
     def __post_init__(self):
+        for name in ("seed", "n_train", "n_test", "batch_size", "steps", "eval_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        if not isinstance(self.hidden, (list, tuple)) or not all(
+                isinstance(h, (int, np.integer)) and not isinstance(h, bool) for h in self.hidden):
+            raise ValueError(f"hidden must be a list of integer widths, got {self.hidden!r}")
         self.hidden = tuple(int(h) for h in self.hidden)
-        if self.dataset not in GENERATORS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; choose from {', '.join(GENERATORS)}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.activation!r}; choose from {', '.join(ACTIVATIONS)}")
+        for name, allowed in (("dataset", GENERATORS), ("activation", ACTIVATIONS), ("optimizer", OPTIMIZERS),
+                              ("dtype", DTYPES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose from {', '.join(allowed)}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be at least 0, got {self.seed}")
         for name in ("n_train", "n_test", "batch_size", "steps", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.batch_size > self.n_train:
+            raise ValueError(f"batch_size {self.batch_size} is more than the {self.n_train} training examples")
         if any(h < 1 for h in self.hidden):
             raise ValueError(f"hidden widths must be at least 1, got {self.hidden}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (0 < self.lr < math.inf):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+
+    @classmethod
+    def from_json(cls, values):
+        """The config :meth:`to_json` wrote; a ValueError names a missing, unknown or bad field."""
+        if not isinstance(values, dict):
+            raise ValueError(f"expected a JSON object, got {type(values).__name__}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        missing, unknown = sorted(fields - set(values)), sorted(set(values) - fields)
+        if missing or unknown:
+            raise ValueError(f"missing fields {missing}, unknown fields {unknown}")
+        return cls(**values)
 
     def to_json(self):
         return {**dataclasses.asdict(self), "hidden": list(self.hidden)}
+
+
+def make_data(config):
+    """The built-in data set of a run: the same arrays for the same ``config`` (seed, sizes)."""
+    return GENERATORS[config.dataset](np.random.default_rng([config.seed, 0]),
+                                      n_train=config.n_train, n_test=config.n_test)
 
 
 def make_mlp(input_dim, hidden, output_dim, activation, rng, dtype):
@@ -93,8 +125,7 @@ def train(config, checkpoint=None, checkpoint_every=500, progress=None):
     ``steps``), and save to it every ``checkpoint_every`` steps and at the end. ``progress(n)``
     is called with the number of steps just done.
     """
-    data = GENERATORS[config.dataset](np.random.default_rng([config.seed, 0]),
-                                      n_train=config.n_train, n_test=config.n_test)
+    data = make_data(config)
     loss = make_loss("cross_entropy" if data.num_classes else "mse")
     dtype = np.dtype(config.dtype).type
     x_train, x_test = data.x_train.astype(dtype), data.x_test.astype(dtype)
@@ -108,19 +139,7 @@ def train(config, checkpoint=None, checkpoint_every=500, progress=None):
     step = 0
 
     if checkpoint is not None and os.path.exists(checkpoint):
-        saved = load_checkpoint(checkpoint)
-        run = saved["run"]
-        if run is None:
-            raise ValueError(f"{checkpoint}: checkpoint holds no run to resume")
-        mine = {k: v for k, v in config.to_json().items() if k != "steps"}
-        theirs = {k: v for k, v in run["config"].items() if k != "steps"}
-        if mine != theirs:
-            raise ValueError(f"{checkpoint}: checkpoint was written with a different configuration")
-        net.load_state_dict(saved["network"].state_dict())
-        optimizer.load_state_dict(saved["optimizer_state"])
-        batches = restore_rng(run["rng_state"])
-        step = run["step"]
-        history = _resumable_history(run["history"], step, config)
+        batches, history, step = _resume(checkpoint, config, net, optimizer, history)
 
     def log():
         train_eval = evaluate(net, loss, x_train, data.y_train, data.num_classes)
@@ -134,17 +153,67 @@ def train(config, checkpoint=None, checkpoint_every=500, progress=None):
     def run():
         return {"config": config.to_json(), "rng": batches, "step": step, "history": history}
 
-    if step == 0:
-        log()
-    while step < config.steps:
-        idx = batches.integers(0, len(x_train), size=config.batch_size)
-        net.loss_and_grad(x_train[idx], data.y_train[idx], loss)
-        optimizer.step(net.grad)
-        step += 1
-        if step % config.eval_every == 0 or step == config.steps:
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported below, once
+        if step == 0:
             log()
-        if checkpoint is not None and (step % checkpoint_every == 0 or step == config.steps):
-            save_checkpoint(checkpoint, net, optimizer, run())
-        if progress is not None:
-            progress(1)
+        while step < config.steps:
+            idx = batches.integers(0, len(x_train), size=config.batch_size)
+            value, _ = net.loss_and_grad(x_train[idx], data.y_train[idx], loss)
+            optimizer.step(net.grad)
+            step += 1
+            _check_finite(value, net, step)
+            if step % config.eval_every == 0 or step == config.steps:
+                log()
+            if checkpoint is not None and (step % checkpoint_every == 0 or step == config.steps):
+                save_checkpoint(checkpoint, net, optimizer, run())
+            if progress is not None:
+                progress(1)
     return net, optimizer, run()
+
+
+def _check_finite(loss_value, net, step):
+    """A one-line ValueError once the loss or the parameters stop being finite (the run diverged)."""
+    if not (np.isfinite(loss_value) and np.all(np.isfinite(net.flat))):
+        raise ValueError(f"training diverged at step {step}: the loss or the parameters are not finite "
+                         f"(loss {float(loss_value):.3g}); try a smaller lr")
+
+
+def _resume(path, config, net, optimizer, history):
+    """Load a checkpoint of the same run into ``net`` and ``optimizer``; ``(batches, history, step)``.
+
+    Refused with a one-line ValueError naming ``path``: a file that holds no run or no optimizer
+    state, another configuration (anything but ``steps``; the message names what differs), a run
+    already past ``config.steps``, or state that does not fit.
+    """
+    saved = load_checkpoint(path)
+    run = saved["run"]
+    if run is None or saved["optimizer_state"] is None:
+        raise ValueError(f"{path}: checkpoint holds no run to resume (it needs /run and /optimizer)")
+    try:
+        TrainConfig.from_json(run["config"])
+    except ValueError as e:
+        raise ValueError(f"{path}: /run: attribute 'config': {e}") from None
+    differences = _config_differences(config.to_json(), run["config"])
+    if differences:
+        raise ValueError(f"{path}: checkpoint was written with a different configuration: {differences}")
+    if attr_text(saved["optimizer_name"]) != config.optimizer:
+        raise ValueError(f"{path}: /optimizer holds the state of {saved['optimizer_name']!r}, not {config.optimizer!r}")
+    if run["step"] > config.steps:
+        raise ValueError(f"{path}: checkpoint is at step {run['step']}, past the {config.steps} steps asked for")
+    if saved["network"].architecture() != net.architecture() or saved["network"].dtype != net.dtype:
+        raise ValueError(f"{path}: the network in the checkpoint does not match its configuration")
+    if set(run["history"]) != set(history):
+        raise ValueError(f"{path}: /run/history has {sorted(run['history'])}, expected {sorted(history)}")
+    try:
+        optimizer.load_state_dict(saved["optimizer_state"])
+        batches = restore_rng(run["rng_state"])
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{path}: {e}") from None
+    net.load_state_dict(saved["network"].state_dict())
+    return batches, _resumable_history(run["history"], run["step"], config), run["step"]
+
+
+def _config_differences(mine, theirs):
+    """What differs between two run configs, ignoring ``steps``: ``"hidden [16] here, [8] in the file"``."""
+    keys = [k for k in dict.fromkeys([*mine, *theirs]) if k != "steps" and mine.get(k) != theirs.get(k)]
+    return "; ".join(f"{k} {json.dumps(mine.get(k))} here, {json.dumps(theirs.get(k))} in the file" for k in keys)

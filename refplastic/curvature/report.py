@@ -17,11 +17,12 @@ or removing a quantity does not change the others' numbers.
 """
 
 import json
+import os
 
 import h5py
 import numpy as np
 
-from ..h5io import atomic_h5, open_h5, read_attrs, write_dict
+from ..h5io import atomic_h5, atomic_path, check_writable, open_h5, read_attrs, write_dict
 from .ggn import ggn
 from .hessian import hessian
 from .hutchinson import hutchinson_trace
@@ -32,6 +33,7 @@ from .per_example import cosine_similarity, per_example_gradients
 from .scalars import eigenvalues, spectrum_scalars
 from .slq import quadrature_estimates, slq_density, slq_quadrature
 
+SPECTRUM_QUANTITIES = ("hessian_eigenvalues", "ggn_eigenvalues", "hessian_density", "ggn_density")
 QUANTITIES = ("hessian_eigenvalues", "ggn_eigenvalues", "hessian_lanczos", "ggn_lanczos", "hessian_trace",
               "ggn_trace", "hessian_density", "ggn_density", "gradients", "ntk")
 
@@ -47,6 +49,7 @@ def curvature_report(net, loss, x, t, quantities, seed, progress=None, *, top_k=
     unknown = [q for q in quantities if q not in QUANTITIES]
     if unknown:
         raise ValueError(f"unknown quantities {unknown}; choose from {', '.join(QUANTITIES)}")
+    check_top_k(top_k, net.num_parameters)
     batch = CurvatureBatch(net, loss, x, t)
     P = net.num_parameters
     report = {"attrs": {"seed": int(seed), "loss": loss.name, "num_parameters": P, "num_examples": int(len(x)),
@@ -100,6 +103,13 @@ def curvature_report(net, loss, x, t, quantities, seed, progress=None, *, top_k=
             report["ntk"] = {"kernel": kernel, "eigenvalues": eigenvalues(kernel),
                              "attrs": {"trace": float(np.trace(kernel))}}
     return report
+
+
+def check_top_k(top_k, num_parameters):
+    """A one-line ValueError unless 1 <= ``top_k`` <= the number of parameters (the matrix size)."""
+    if not 1 <= top_k <= num_parameters:
+        raise ValueError(f"top_k must lie in [1, {num_parameters}] (the network's number of parameters), "
+                         f"got {top_k}")
 
 
 def _counted(matvec, report_progress, total):
@@ -160,19 +170,23 @@ def _read_group(group):
     return out
 
 
-def plot_spectrum(report, path):
-    """Plot the spectra in ``report`` (exact eigenvalue histograms, SLQ densities) to ``path``.
+def check_plot(path, quantities):
+    """Raise a one-line error now if :func:`plot_spectrum` could not draw ``quantities`` to ``path``:
+    no spectrum among them (ValueError), an image format matplotlib does not write (ValueError),
+    or no matplotlib (RuntimeError)."""
+    if not any(q in SPECTRUM_QUANTITIES for q in quantities):
+        raise ValueError(f"nothing to plot: --plot needs one of {', '.join(SPECTRUM_QUANTITIES)}")
+    _image_format(path)
 
-    Needs matplotlib, imported here only.
-    """
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise RuntimeError("plotting the spectrum needs matplotlib: pip install matplotlib") from None
+
+def plot_spectrum(report, path):
+    """Plot the spectra in ``report`` (exact eigenvalue histograms, SLQ densities) to ``path``,
+    written atomically (temporary name, then rename). Needs matplotlib, imported here only."""
+    image_format = _image_format(path)
     panels = [(w, k) for w in ("hessian", "ggn") for k in ("eigenvalues", "density") if k in report.get(w, {})]
     if not panels:
         raise ValueError("the report has no spectrum to plot (compute *_eigenvalues or *_density)")
-    fig = Figure(figsize=(5 * len(panels), 3.6), layout="constrained")
+    fig = _figure_class()(figsize=(5 * len(panels), 3.6), layout="constrained")
     for ax, (which, kind) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
         name = "Hessian" if which == "hessian" else "Gauss-Newton"
         if kind == "eigenvalues":
@@ -185,4 +199,23 @@ def plot_spectrum(report, path):
             ax.set_title(f"{name}: SLQ density")
             ax.set_ylabel("density")
         ax.set_xlabel("eigenvalue")
-    fig.savefig(path)
+    with atomic_path(check_writable(path)) as tmp:
+        fig.savefig(tmp, format=image_format)
+
+
+def _figure_class():
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise RuntimeError("plotting the spectrum needs matplotlib: pip install matplotlib") from None
+    return Figure
+
+
+def _image_format(path):
+    """The image format named by ``path``'s extension, if matplotlib writes it."""
+    supported = _figure_class()().canvas.get_supported_filetypes()
+    extension = os.path.splitext(os.fspath(path))[1][1:].lower()
+    if extension not in supported:
+        raise ValueError(f"{path}: the file name must end in an image format matplotlib writes: "
+                         f"{', '.join('.' + e for e in sorted(supported))}")
+    return extension

@@ -1,34 +1,38 @@
 """A batch of inputs and targets from a file a user hands in: ``.npz`` or HDF5.
 
 The file holds two arrays, ``inputs`` (N, ...) and ``targets`` (N, ...) (int labels for
-cross-entropy, floats otherwise). ``.npz`` files are read with ``allow_pickle=False``; nothing is
+cross-entropy, floats otherwise); :func:`check_batch` checks them against a network and a loss.
+``.npz`` files are read with ``allow_pickle=False``; nothing is
 ever unpickled.
 """
 
 import os
 import zipfile
 
+import h5py
 import numpy as np
 
+from ..curvature.hvp import preserved_buffers
 from ..h5io import open_h5
 
 FIELDS = ("inputs", "targets")
 
 
 def load_batch(path):
-    """``(inputs, targets)`` from ``path``, validated; one-line errors name the file and field."""
+    """``(inputs, targets)`` from ``path``, validated; one-line errors name the file and field.
+
+    The kind of file is told by its first bytes (a zip archive is read as ``.npz``, anything else
+    as HDF5), not by its name.
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise OSError(f"no such file: {path}")
-    if path.endswith(".npz"):
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in FIELDS if k in f.files}
-        except (ValueError, OSError, zipfile.BadZipFile):
-            raise ValueError(f"{path}: not a readable .npz file of plain arrays") from None
+    if _is_zip(path):
+        arrays = _read_npz(path)
+    elif h5py.is_hdf5(path):
+        arrays = _read_h5(path)
     else:
-        with open_h5(path) as f:
-            arrays = {k: f[k][()] for k in FIELDS if k in f}
+        raise ValueError(f"{path}: neither a .npz archive nor an HDF5 file")
     for field in FIELDS:
         if field not in arrays:
             raise ValueError(f"{path}: missing array {field!r}")
@@ -42,3 +46,36 @@ def load_batch(path):
         raise ValueError(f"{path}: 'inputs' and 'targets' must have the same non-zero length, "
                          f"got {len(inputs)} and {len(targets)}")
     return inputs, targets
+
+
+def check_batch(net, loss, x, t, where):
+    """A one-line ValueError naming ``where`` unless ``net`` takes the inputs ``x``, ``loss`` takes
+    the targets ``t``, and the loss is finite; the network's buffers are left unchanged."""
+    try:
+        with preserved_buffers(net), np.errstate(all="ignore"):
+            value = loss(net.forward(x), t)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    if not np.isfinite(value):
+        raise ValueError(f"{where}: the loss is not finite on this batch (the inputs overflow the network)")
+
+
+def _is_zip(path):
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
+def _read_npz(path):
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in FIELDS if k in f.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile):
+        raise ValueError(f"{path}: not a readable .npz file of plain arrays") from None
+
+
+def _read_h5(path):
+    with open_h5(path) as f:
+        for field in FIELDS:
+            if field in f and not isinstance(f[field], h5py.Dataset):
+                raise ValueError(f"{path}: /{field} must be a dataset, found a group")
+        return {k: f[k][()] for k in FIELDS if k in f}

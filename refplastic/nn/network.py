@@ -24,6 +24,14 @@ def as_dtype(dtype):
     return dt.type
 
 
+def _assignable(value, target):
+    """Whether ``value`` may be copied into ``target`` without losing meaning: integers into
+    integer buffers, real (float or integer, not bool or complex) numbers into float arrays."""
+    if np.issubdtype(target.dtype, np.integer):
+        return np.issubdtype(value.dtype, np.integer)
+    return np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating)
+
+
 class Network:
     """``torch.nn.Sequential`` with hand-written derivatives.
 
@@ -137,7 +145,8 @@ class Network:
         return out
 
     def load_state_dict(self, state):
-        """Copy every entry of a PyTorch-style state dict in; keys and shapes must match exactly."""
+        """Copy every entry of a PyTorch-style state dict in; keys and shapes must match exactly, and
+        values must be real numbers (integers for integer buffers such as ``num_batches_tracked``)."""
         mine = self.state_dict()
         missing = [k for k in mine if k not in state]
         unexpected = [k for k in state if k not in mine]
@@ -148,6 +157,9 @@ class Network:
             value = np.asarray(state[key])
             if value.shape != target.shape:
                 raise ValueError(f"{key}: expected shape {target.shape}, got {value.shape}")
+            if not _assignable(value, target):
+                kind = "integer" if np.issubdtype(target.dtype, np.integer) else "real"
+                raise ValueError(f"{key}: expected {kind} numbers, got {value.dtype}")
             target[...] = value
 
     def copy(self):

@@ -52,7 +52,23 @@ def default_hvp_vectors(num_parameters, dtype):
 
 def compute_case(case, max_exact_parameters=MAX_EXACT_PARAMETERS):
     """``(datasets, attrs)``: ``{path: array}`` of the input fields and every quantity (module docstring),
-    in the case's dtype, and ``{"optim/<name>": hyperparameters}``."""
+    in the case's dtype, and ``{"optim/<name>": hyperparameters}``.
+
+    Finite inputs can still overflow (say, inputs of 1e300): a quantity that is not finite raises a
+    one-line ValueError naming the case and the quantity.
+    """
+    with np.errstate(all="ignore"):
+        return _compute_case(case, max_exact_parameters)
+
+
+def _check_finite(case, out):
+    for key, value in out.items():
+        if np.issubdtype(np.asarray(value).dtype, np.floating) and not np.all(np.isfinite(value)):
+            raise ValueError(f"case {case.name!r}: {key} contains NaN or infinity "
+                             f"(the numbers overflow; are the inputs or parameters too large?)")
+
+
+def _compute_case(case, max_exact_parameters):
     net = case.network(np.float64)
     loss = make_loss(case.loss)
     x, t = case.inputs, case.targets
@@ -67,11 +83,13 @@ def compute_case(case, max_exact_parameters=MAX_EXACT_PARAMETERS):
            "per_example_grads": per_example_gradients(net, loss, x, t, batch=batch)}
     for name, (a, b) in net.parameter_offsets().items():
         out[f"grads/{name}"] = batch.grad[a:b].reshape(case.params[name].shape)
+    _check_finite(case, out)
     if P <= max_exact_parameters:
-        out["hessian"] = hessian(net, loss, x, t, batch=batch)
-        out["hessian_eigenvalues"] = eigenvalues(out["hessian"])
-        out["ggn"] = ggn(net, loss, x, t, batch=batch, J=out["jacobian"])
-        out["ggn_eigenvalues"] = eigenvalues(out["ggn"])
+        matrices = {"hessian": hessian(net, loss, x, t, batch=batch),
+                    "ggn": ggn(net, loss, x, t, batch=batch, J=out["jacobian"])}
+        _check_finite(case, matrices)
+        for name, matrix in matrices.items():
+            out[name], out[f"{name}_eigenvalues"] = matrix, eigenvalues(matrix)
     attrs = {}
     for name, (torch_name, hyperparameters) in OPTIMIZERS.items():
         after = theta.copy()
@@ -81,6 +99,7 @@ def compute_case(case, max_exact_parameters=MAX_EXACT_PARAMETERS):
     stats = compute_statistics(net, x, t, loss, DEFAULT_STATISTICS)
     out["stats/values"] = np.array(list(stats.values()))
     out = {k: v.astype(case.dtype) for k, v in out.items()}
+    _check_finite(case, out)
     out["stats/names"] = np.array(list(stats), dtype=h5py.string_dtype("utf-8"))
     return {**case.datasets(), **out}, attrs
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
-from ..h5io import atomic_h5, open_h5
+from ..h5io import atomic_h5, check_format, open_h5
 from ..nn import Network
 
 FORMAT = "refplastic-reference"
@@ -87,8 +87,8 @@ def check_case(case, where):
         fail("architecture", "must be a non-empty JSON list of layer descriptions")
     try:
         net = Network.from_architecture(case.architecture, np.random.default_rng(0))
-    except (ValueError, TypeError) as e:
-        fail("architecture", str(e))
+    except (ValueError, TypeError, MemoryError) as e:
+        fail("architecture", str(e) or type(e).__name__)
     _check_state("params", case.params, dict(net.named_parameters()), fail)
     _check_state("buffers", case.buffers, dict(net.named_buffers()), fail)
     net = case.network()
@@ -173,10 +173,7 @@ def read_datasets(path):
 
 def _cases_group(f, path):
     """``/cases`` after checking the root attributes (optional in a user's file, but must be right if set)."""
-    if "format" in f.attrs and _text(f.attrs["format"]) != FORMAT:
-        raise ValueError(f"{path}: attribute format is {_text(f.attrs['format'])!r}, expected {FORMAT!r}")
-    if "version" in f.attrs and f.attrs["version"] != VERSION:
-        raise ValueError(f"{path}: unsupported version {f.attrs['version']}; this refplastic reads version {VERSION}")
+    check_format(f, path, FORMAT, VERSION, "a refplastic reference file", required=False)
     if not isinstance(f.get("cases"), h5py.Group) or not len(f["cases"]):
         raise ValueError(f"{path}: missing group /cases (one group per case)")
     return f["cases"]

@@ -13,9 +13,10 @@ BatchNorm). For eigenvalue vectors this is the error relative to the largest |la
 matches when error <= rtol: by default 1e-8 for float64 and 1e-4 for float32 reference data,
 ``rtol`` overrides both (other float dtypes: 1e-4); integer data (class labels,
 num_batches_tracked) and anything not numeric must be equal. A shape
-difference is a mismatch. A case missing from THEIRS, or sharing no computed quantity with the
-reference (the given inputs, targets, parameters, buffers and HVP directions alone check
-nothing), fails; a dataset missing from THEIRS is reported but does not fail.
+difference is a mismatch, and so are stats/names and stats/values of THEIRS that cannot be paired.
+A case missing from THEIRS, or sharing no computed quantity with the reference (the given
+inputs, targets, parameters, buffers and HVP directions alone check nothing), fails; a
+dataset missing from THEIRS is reported but does not fail.
 """
 
 from dataclasses import dataclass
@@ -75,6 +76,9 @@ def compare(theirs, reference, rtol=None):
             continue
         ref, mine = split_statistics(ref), split_statistics(theirs[case])
         case_rows = [_compare(case, path, mine.get(path), b, ref, rtol) for path, b in ref.items()]
+        problem = statistics_problem(theirs[case])
+        if problem:
+            case_rows.append(Row(case, "stats/names", "mismatch", detail=problem))
         if all(row.status == "missing" for row in case_rows if column_of(row.quantity) != "given"):
             case_rows.append(Row(case, "", "nothing compared"))
         rows += case_rows
@@ -117,6 +121,22 @@ def split_statistics(arrays):
     for name, value in zip(names, values):
         out[f"stats/{name.decode() if isinstance(name, bytes) else name}"] = np.asarray(value)
     return out
+
+
+def statistics_problem(arrays):
+    """Why stats/names and stats/values cannot be paired (so no statistic of THEIRS is compared), or ``None``."""
+    names, values = arrays.get("stats/names"), arrays.get("stats/values")
+    if names is None and values is None:
+        return None
+    if names is None or values is None:
+        return "stats/names and stats/values must both be present"
+    if np.ndim(values) != 1 or np.shape(names) != np.shape(values):
+        return f"stats/names and stats/values must be 1-D of one length, got {np.shape(names)} and {np.shape(values)}"
+    if np.asarray(names).dtype.kind not in "SUO" or not all(isinstance(n, (bytes, str)) for n in names):
+        return f"stats/names must be strings, got {np.asarray(names).dtype}"
+    if len(set(names)) != len(names):
+        return "stats/names has repeated names"
+    return None
 
 
 def relative_error(a, b, scale_of=None):

@@ -356,6 +356,11 @@ def _check_finite(net, x, t, init_net):
             raise ValueError(f"{name} contains NaN or infinity")
 
 
+def needing_init(names):
+    """The names among ``names`` whose statistic needs the network at initialisation (``init_net``)."""
+    return [name for name in names if "init" in STATISTICS[parse_name(name).base].needs]
+
+
 def compute_statistics(net, x, t, loss, names=DEFAULT_STATISTICS, *, init_net=None, seed=0):
     """``{key: float}`` for each requested statistic, in request order (see the module docstring).
 

@@ -13,7 +13,7 @@ HDF5 layout (version 1), written atomically (temporary name, then rename)::
 import h5py
 import numpy as np
 
-from ..h5io import atomic_h5, open_h5
+from ..h5io import atomic_h5, check_format, open_h5
 
 FORMAT = "refplastic-statistics"
 VERSION = 1
@@ -33,8 +33,7 @@ def write_statistics_h5(path, statistics, attrs=None):
 def read_statistics_h5(path):
     """``(statistics, attrs)`` from a file written by :func:`write_statistics_h5`."""
     with open_h5(path) as f:
-        if f.attrs.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a refplastic statistics file (attribute format != {FORMAT!r})")
+        check_format(f, path, FORMAT, VERSION, "a refplastic statistics file")
         names = [n.decode() if isinstance(n, bytes) else n for n in f["names"][()]]
         statistics = dict(zip(names, (float(v) for v in f["values"][()])))
         attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}

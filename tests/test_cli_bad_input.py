@@ -1,0 +1,250 @@
+"""Bad arguments and bad files, command by command: one line ``Error: ...``, a non-zero exit (2 for
+bad arguments, 1 for bad files), no traceback, and no output or temporary file left behind."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from refplastic.checkpoint import load_checkpoint, save_checkpoint
+from refplastic.training import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args):
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def assert_one_line_error(out, code, message):
+    """The last line of stderr is ``Error: ...`` containing ``message`` (a progress bar may precede it)."""
+    assert out.returncode == code, (out.returncode, out.stderr)
+    assert "Traceback" not in out.stderr and "Warning" not in out.stderr, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert lines[-1].startswith("Error: ") and message in lines[-1], out.stderr
+    assert all(not line.startswith("Error") for line in lines[:-1]) and len(lines) <= 2, out.stderr
+
+
+def no_leftovers(directory, expected):
+    assert sorted(p.name for p in Path(directory).iterdir()) == sorted(expected)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """A trained network, a resumable checkpoint and a few data files."""
+    d = tmp_path_factory.mktemp("bad")
+    out = run("train", "--steps", "10", "--hidden", "8", "--eval-every", "5", "--checkpoint", d / "ck.h5",
+              "--checkpoint-every", "5", "--out", d / "net.h5")
+    assert out.returncode == 0, out.stderr
+    rng = np.random.default_rng(0)
+    np.savez(d / "ok.npz", inputs=rng.normal(size=(16, 32)), targets=rng.integers(0, 10, 16))
+    np.savez(d / "wrong_targets.npz", inputs=rng.normal(size=(16, 32)), targets=rng.normal(size=(16, 4)))
+    with h5py.File(d / "group.h5", "w") as f:
+        f.create_group("inputs")
+        f["targets"] = np.zeros(4, np.int64)
+    (d / "empty.npz").write_bytes(b"")
+    return d
+
+
+def damaged(work, tmp_path, edit, name="net.h5"):
+    path = tmp_path / name
+    shutil.copy(work / name, path)
+    with h5py.File(path, "a") as f:
+        edit(f)
+    return path
+
+
+def test_empty_npz_is_an_error_not_aborted(work):
+    assert_one_line_error(run("curvature", work / "net.h5", "--data", work / "empty.npz"), 1,
+                          "neither a .npz archive nor an HDF5 file")
+
+
+def test_data_member_that_is_a_group(work):
+    assert_one_line_error(run("stats", work / "net.h5", "--data", work / "group.h5"), 1,
+                          "/inputs must be a dataset, found a group")
+
+
+def test_targets_that_do_not_fit_the_loss_name_the_file(work):
+    assert_one_line_error(run("stats", work / "net.h5", "--data", work / "wrong_targets.npz"), 1,
+                          "wrong_targets.npz: cross_entropy targets must be int labels")
+
+
+@pytest.mark.parametrize("command", ["curvature", "stats"])
+def test_out_equal_to_the_network_is_refused_and_the_network_kept(work, tmp_path, command):
+    net = tmp_path / "net.h5"
+    shutil.copy(work / "net.h5", net)
+    before = net.read_bytes()
+    extra = ["--quantities", "gradients"] if command == "curvature" else []
+    assert_one_line_error(run(command, net, "--out", net, *extra), 2, "it would be overwritten")
+    assert net.read_bytes() == before
+
+
+@pytest.mark.parametrize("args,message", [
+    (["reference", "--out", ""], "not a file name"),
+    (["reference", "--out", "/proc/refplastic-test.h5"], "cannot write /proc/refplastic-test.h5"),
+    (["train", "--steps", "1", "--checkpoint", ""], "not a file name"),
+    (["train", "--steps", "1", "--checkpoint", "/proc/ck.h5"], "cannot write"),
+    (["train", "--steps", "1", "--batch-size", "5000"], "more than the 2048 training examples"),
+    (["stats", "NET", "--names", ","], "give at least one statistic name"),
+    (["stats", "NET", "--names", ""], "give at least one statistic name"),
+    (["stats", "NET", "--names", "parameter_distance"], "--init"),
+    (["curvature", "NET", "--quantities", "hessian_lanczos", "--top-k", "10000"], "top_k must lie in [1, 354]"),
+    (["curvature", "NET", "--quantities", "gradients", "--plot", "PLOT.png"], "nothing to plot"),
+    (["curvature", "NET", "--quantities", "hessian_eigenvalues", "--plot", "PLOT.xyz"], "image format"),
+])
+def test_bad_arguments_are_refused_before_any_work(work, tmp_path, args, message):
+    args = [{"NET": work / "net.h5", "PLOT.png": tmp_path / "p.png", "PLOT.xyz": tmp_path / "p.xyz"}.get(a, a)
+            for a in args]
+    assert_one_line_error(run(*args), 2, message)
+    no_leftovers(tmp_path, [])
+
+
+def test_init_with_another_architecture_names_the_file(work, tmp_path):
+    other = tmp_path / "other.h5"
+    assert run("train", "--steps", "1", "--hidden", "4", "--out", other).returncode == 0
+    assert_one_line_error(run("stats", work / "net.h5", "--init", other, "--names", "parameter_distance"), 1,
+                          f"{other}: a different architecture")
+
+
+def test_diverging_training_fails_and_writes_nothing(tmp_path):
+    out = run("train", "--lr", "1e300", "--steps", "20", "--hidden", "4", "--out", tmp_path / "r.h5")
+    assert_one_line_error(out, 1, "training diverged")
+    no_leftovers(tmp_path, [])
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda f: f.attrs.__setitem__("version", np.array([1, 2])), "unsupported version [1, 2]"),
+    (lambda f: f.attrs.__setitem__("version", "x"), "unsupported version 'x'"),
+    (lambda f: f.attrs.__delitem__("version"), "missing attribute 'version'"),
+    (lambda f: f["run"].attrs.__setitem__("config", "[1]"), "attribute 'config' must be a JSON object"),
+    (lambda f: f["run"].attrs.__setitem__("config", json.dumps({**json.loads(f["run"].attrs["config"]),
+                                                                "dataset": "mnist"})), "unknown dataset 'mnist'"),
+    (lambda f: f["run"].attrs.__setitem__("step", -5), "attribute 'step' must be an integer >= 0"),
+    (lambda f: f["run"].attrs.__setitem__("step", 2.5), "attribute 'step' must be an integer >= 0"),
+    (lambda f: (f["run/history"].__delitem__("test_loss"), f["run/history"].__setitem__("test_loss", np.zeros(1))),
+     "arrays of different lengths"),
+    (lambda f: f["run/history"].__setitem__("extra", np.zeros((3, 2))), "expected a 1-D array of numbers"),
+    (lambda f: f["run"].attrs.__setitem__("rng_state", "[1]"), "attribute 'rng_state' must be a JSON object"),
+    (lambda f: (f["state"].__delitem__("0.weight"), f["state"].__setitem__("0.weight", np.zeros((8, 32), complex))),
+     "0.weight: expected real numbers, got complex128"),
+    (lambda f: (f["state"].__delitem__("0.bias"), f["state"].__setitem__("0.bias", np.zeros(8, bool))),
+     "0.bias: expected real numbers, got bool"),
+    (lambda f: f.attrs.__setitem__("training", "maybe"), "attribute 'training' must be true or false"),
+    (lambda f: f.attrs.__setitem__("architecture", '{"type": "Linear"}'), "must be a non-empty JSON list"),
+    (lambda f: f.attrs.__setitem__("architecture", '[{"type": "Swish"}]'), "cannot build the network: unknown layer"),
+])
+def test_corrupted_checkpoint_is_one_line_for_every_command(work, tmp_path, edit, message):
+    path = damaged(work, tmp_path, edit, "ck.h5")
+    for args in (["stats", path, "--names", "loss"],
+                 ["train", "--steps", "20", "--hidden", "8", "--eval-every", "5", "--checkpoint", path]):
+        assert_one_line_error(run(*args), 1, message)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda f: f.__delitem__("optimizer"), "holds no run to resume"),
+    (lambda f: f["optimizer"].attrs.__setitem__("name", "sgd"), "holds the state of 'sgd', not 'adam'"),
+    (lambda f: f["run"].attrs.__setitem__("rng_state", '{"bit_generator": "PCG64", "state": 3}'),
+     "invalid PCG64 state"),
+    (lambda f: f["run"].attrs.__setitem__("step", 1000), "checkpoint is at step 1000, past the 20 steps"),
+])
+def test_resume_from_a_damaged_checkpoint_is_refused(work, tmp_path, edit, message):
+    path = damaged(work, tmp_path, edit, "ck.h5")
+    before = path.read_bytes()
+    out = run("train", "--steps", "20", "--hidden", "8", "--eval-every", "5", "--checkpoint", path)
+    assert_one_line_error(out, 1, message)
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--hidden", "16"], "hidden [16] here, [8] in the file"),
+    (["--hidden", "8", "--dtype", "float32"], 'dtype "float32" here, "float64" in the file'),
+    (["--hidden", "8", "--optimizer", "sgd"], 'optimizer "sgd" here, "adam" in the file'),
+    (["--hidden", "8", "--steps", "5"], "checkpoint is at step 10, past the 5 steps asked for"),
+])
+def test_resume_with_another_configuration_says_what_differs(work, tmp_path, args, message):
+    path = tmp_path / "ck.h5"
+    shutil.copy(work / "ck.h5", path)
+    out = run("train", "--eval-every", "5", "--checkpoint", path, *(["--steps", "20"] if "--steps" not in args else []),
+              *args)
+    assert_one_line_error(out, 1, message)
+
+
+def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
+    net, optimizer, run_ = train(TrainConfig(n_train=64, n_test=16, hidden=(4,), batch_size=8, steps=2))
+    path = tmp_path / "ck.h5"
+    save_checkpoint(path, net, optimizer, run_)
+    before = path.read_bytes()
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", fail)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, net, optimizer, run_)
+    no_leftovers(tmp_path, ["ck.h5"])
+    assert path.read_bytes() == before
+    monkeypatch.undo()
+    assert load_checkpoint(path)["run"]["step"] == 2
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    path = tmp_path_factory.mktemp("suite") / "suite.h5"
+    assert run("reference", "--out", path).returncode == 0
+    return path
+
+
+def one_case_input(suite, path, edit=None):
+    """An input file for ``compute``: the defining fields of mlp_tanh_mse, edited."""
+    with h5py.File(suite, "r") as src, h5py.File(path, "w") as dst:
+        case, group = src["cases/mlp_tanh_mse"], dst.create_group("cases/mine")
+        group.attrs.update({k: case.attrs[k] for k in ("architecture", "loss", "dtype", "mode")})
+        for key in ("inputs", "targets", "params"):
+            src.copy(case[key], group, key)
+        if edit is not None:
+            edit(dst, group)
+    return path
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda f, g: (g.__delitem__("inputs"), g.__setitem__("inputs", np.full((8, 5), 1e308))),
+     "case 'mine': hvp/products contains NaN or infinity"),
+    (lambda f, g: f.attrs.__setitem__("version", np.array([1, 2])), "unsupported version [1, 2]"),
+    (lambda f, g: f.attrs.__setitem__("version", "1"), "unsupported version '1'"),
+])
+def test_compute_bad_input_is_one_line_and_writes_nothing(suite, tmp_path, edit, message):
+    bad = one_case_input(suite, tmp_path / "in.h5", edit)
+    assert_one_line_error(run("compute", bad, "--out", tmp_path / "out.h5"), 1, message)
+    no_leftovers(tmp_path, ["in.h5"])
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda values: values[:3], "must be 1-D of one length, got (70,) and (3,)"),
+    (lambda values: values[:, None], "must be 1-D of one length"),
+])
+def test_verify_refuses_statistics_that_cannot_be_paired(suite, tmp_path, edit, message):
+    theirs = tmp_path / "theirs.h5"
+    shutil.copy(suite, theirs)
+    with h5py.File(theirs, "a") as f:
+        values = f["cases/mlp_tanh_mse/stats/values"][()]
+        del f["cases/mlp_tanh_mse/stats/values"]
+        f["cases/mlp_tanh_mse/stats/values"] = edit(values)
+    out = run("verify", theirs, "--reference", suite)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert f"MISMATCH mlp_tanh_mse: stats/names: stats/names and stats/values {message}" in out.stdout
+
+
+def test_verify_refuses_repeated_statistic_names(suite, tmp_path):
+    theirs = tmp_path / "theirs.h5"
+    shutil.copy(suite, theirs)
+    with h5py.File(theirs, "a") as f:
+        names = f["cases/mlp_tanh_mse/stats/names"]
+        names[1] = names[0]
+    out = run("verify", theirs, "--reference", suite)
+    assert out.returncode == 1 and "stats/names has repeated names" in out.stdout
