@@ -1,25 +1,37 @@
 """Bad arguments and bad files, command by command: one line ``Error: ...``, a non-zero exit (2 for
 bad arguments, 1 for bad files), no traceback, and no output or temporary file left behind."""
 
+import io
 import json
 import shutil
-import subprocess
-import sys
+import warnings
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
 import pytest
 
+import cli
 from refplastic.checkpoint import load_checkpoint, save_checkpoint
 from refplastic.training import TrainConfig, train
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def run(*args):
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
+    """``refplastic ARGS`` in this process (a subprocess per case would load numba's caches sixty times):
+    its exit code and what it printed, warnings included. An exception that escapes ``cli.main``
+    (a traceback in a terminal) fails the test where it is raised."""
+    out, err = io.StringIO(), io.StringIO()
+    with warnings.catch_warnings(record=True) as caught, redirect_stdout(out), redirect_stderr(err):
+        warnings.simplefilter("always")
+        try:
+            cli.main([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    printed = err.getvalue() + "".join(f"{w.category.__name__}: {w.message}\n" for w in caught)
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=printed)
 
 
 def assert_one_line_error(out, code, message):
