@@ -281,7 +281,8 @@ def _stat_names(ctx, param, value):
               help="Comma-separated statistic names (docs/statistics.md). Default: the default set.")
 @click.option("--init", "init_network", type=click.Path(dir_okay=False), default=None,
               help="The network at initialisation (a checkpoint), for the statistics relative to it.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the Lanczos start vector (hessian_ and ggn_largest_eigenvalue).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the Lanczos start vector (hessian_ and ggn_largest_eigenvalue).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, callback=_writable_path,
               help="Write the statistics here (HDF5, layout in docs/statistics.md).")
 def stats(network, data, loss, examples, names, init_network, seed, out):
