@@ -6,7 +6,8 @@ Layout (version 1)::
                              command, architecture (JSON list of {"type", **torch kwargs}),
                              dtype ("float64" | "float32"), training (bool)
     /state/<name>     parameters and buffers, PyTorch state-dict names and layouts
-    /optimizer        attrs: name and scalar state (hyperparameters, step); datasets: state arrays
+    /optimizer        the optimizer's state_dict(): attrs name and its scalars (optimizer, hyperparameters,
+                      step); datasets its arrays (the state buffers, Adam's betas)
     /run              attrs: config (JSON), rng_state (JSON of the bit generator state), step
     /run/history/<k>  1-D arrays of a run's logged values
 

@@ -11,8 +11,8 @@ import numpy as np
 
 @dataclass
 class Dataset:
-    """Inputs and targets, split into train and test. ``targets`` are int64 labels for
-    classification (``num_classes`` > 0) and float arrays for regression."""
+    """Inputs and targets, split into train and test. The targets ``y_train``, ``y_test`` are int64
+    labels for classification (``num_classes`` > 0) and float arrays for regression."""
 
     name: str
     x_train: np.ndarray

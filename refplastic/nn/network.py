@@ -226,8 +226,8 @@ class Network:
     def layer_outputs(self, x):
         """Every layer's output, in order: ``outs[i]`` is the output of layer ``i``.
 
-        Pre-activations are the outputs of Linear/Conv2d (or normalisation) layers, activations
-        the outputs of activation layers; the input itself is not included.
+        :mod:`refplastic.stats` takes pre-activations from the Linear and Conv2d layers and
+        activations from the activation layers; the input itself is not included.
         """
         y = self.as_input(x)
         outs = []

@@ -3,7 +3,8 @@
 HDF5 layout (version 1), written atomically (temporary name, then rename)::
 
     /          attrs: format = "refplastic-statistics", version = 1, refplastic_version, command,
-                      and the caller's attrs (e.g. architecture, dtype, loss, num_examples, seed)
+                      and the caller's attrs (``refplastic stats`` writes network, loss, seed,
+                      num_examples)
     /names     (K,) UTF-8 strings: the statistic keys, in order
     /values    (K,) float64: their values
 
