@@ -1,9 +1,9 @@
 """A batch of inputs and targets from a file a user hands in: ``.npz`` or HDF5.
 
 The file holds two arrays, ``inputs`` (N, ...) and ``targets`` (N, ...) (int labels (N,) or float
-class probabilities (N, C) for cross-entropy, floats of the outputs' shape otherwise); :func:`check_batch` checks them against a network and a loss.
-``.npz`` files are read with ``allow_pickle=False``; nothing is
-ever unpickled.
+class probabilities (N, C) for cross-entropy, floats of the outputs' shape otherwise);
+:func:`check_batch` checks them against a network and a loss. ``.npz`` files are read with
+``allow_pickle=False``; nothing is ever unpickled.
 """
 
 import os
