@@ -212,10 +212,10 @@ def suite(tmp_path_factory):
     return path
 
 
-def one_case_input(suite, path, edit=None):
-    """An input file for ``compute``: the defining fields of mlp_tanh_mse, edited."""
+def one_case_input(suite, path, edit=None, name="mlp_tanh_mse"):
+    """An input file for ``compute``: the defining fields of the suite's case ``name``, edited."""
     with h5py.File(suite, "r") as src, h5py.File(path, "w") as dst:
-        case, group = src["cases/mlp_tanh_mse"], dst.create_group("cases/mine")
+        case, group = src[f"cases/{name}"], dst.create_group("cases/mine")
         group.attrs.update({k: case.attrs[k] for k in ("architecture", "loss", "dtype", "mode")})
         for key in ("inputs", "targets", "params"):
             src.copy(case[key], group, key)
@@ -233,6 +233,17 @@ def one_case_input(suite, path, edit=None):
 def test_compute_bad_input_is_one_line_and_writes_nothing(suite, tmp_path, edit, message):
     bad = one_case_input(suite, tmp_path / "in.h5", edit)
     assert_one_line_error(run("compute", bad, "--out", tmp_path / "out.h5"), 1, message)
+    no_leftovers(tmp_path, ["in.h5"])
+
+
+def test_compute_names_the_case_of_statistics_that_overflow(suite, tmp_path):
+    """Without a Hessian (P > 5000) the statistics are the first to overflow on inputs of 1e160."""
+    def huge_inputs(f, group):
+        group["inputs"][...] = group["inputs"][()] * 1e160
+
+    bad = one_case_input(suite, tmp_path / "in.h5", huge_inputs, name="mlp_large_no_hessian")
+    assert_one_line_error(run("compute", bad, "--out", tmp_path / "out.h5"), 1,
+                          "case 'mine': stats/values: preactivation_std: not finite on this batch")
     no_leftovers(tmp_path, ["in.h5"])
 
 
@@ -260,3 +271,36 @@ def test_verify_refuses_repeated_statistic_names(suite, tmp_path):
         names[1] = names[0]
     out = run("verify", theirs, "--reference", suite)
     assert out.returncode == 1 and "stats/names has repeated names" in out.stdout
+
+
+def scaled(path, factor, out):
+    """A copy of the checkpoint ``path`` with every parameter multiplied by ``factor``."""
+    shutil.copy(path, out)
+    with h5py.File(out, "a") as f:
+        for dataset in f["state"].values():
+            dataset[...] = dataset[()] * factor
+    return out
+
+
+@pytest.fixture(scope="module")
+def overflowing(tmp_path_factory):
+    """Networks whose loss is finite on their training data but whose curvature overflows."""
+    d = tmp_path_factory.mktemp("overflow")
+    for name, args in (("deep.h5", ["--hidden", "8,8"]), ("deep32.h5", ["--hidden", "8", "--dtype", "float32"])):
+        assert run("train", "--steps", "1", *args, "--out", d / name).returncode == 0
+    return {"float64": scaled(d / "deep.h5", 1e80, d / "big.h5"), "float32": scaled(d / "deep32.h5", 1e18, d / "big32.h5")}
+
+
+@pytest.mark.parametrize("dtype,args,message", [
+    ("float64", ["curvature", "--quantities", "hessian_eigenvalues"], "hessian_eigenvalues: not finite on this batch"),
+    ("float64", ["curvature", "--quantities", "ntk"], "ntk: not finite on this batch"),
+    ("float64", ["stats"], "preactivation_std: not finite on this batch (the network overflows)"),
+    ("float64", ["stats", "--names", "hessian_effective_rank"], "hessian_effective_rank: not finite on this batch"),
+    ("float64", ["stats", "--names", "gradient_norm/layer=2"], "gradient_norm/layer=2: not finite on this batch"),
+    ("float32", ["curvature", "--quantities", "ntk"], "ntk: not finite on this batch"),
+])
+def test_curvature_that_overflows_on_a_finite_loss_is_one_line(overflowing, tmp_path, dtype, args, message):
+    command, *options = args
+    out = run(command, overflowing[dtype], "--examples", "16", *options, "--out", tmp_path / "out.h5")
+    assert_one_line_error(out, 1, message)
+    no_leftovers(tmp_path, [])
