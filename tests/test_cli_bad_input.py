@@ -263,6 +263,30 @@ def test_verify_refuses_statistics_that_cannot_be_paired(suite, tmp_path, edit, 
     assert f"MISMATCH mlp_tanh_mse: stats/names: stats/names and stats/values {message}" in out.stdout
 
 
+@pytest.mark.parametrize("where,make,detail", [
+    ("hessian", lambda f: f.create_group("hessian"), "hessian: hessian is a group, not a dataset"),
+    ("hessian", lambda f: f.__setitem__("hessian", h5py.SoftLink("/cases/mlp_tanh_mse/ggn")),
+     "hessian: hessian is a soft link to '/cases/mlp_tanh_mse/ggn', not a dataset (links are not followed)"),
+    ("hessian", lambda f: f.__setitem__("hessian", h5py.SoftLink("/nowhere")),
+     "hessian: hessian is a soft link to '/nowhere', not a dataset"),
+    ("hessian", lambda f: f.__setitem__("hessian", h5py.ExternalLink("absent.h5", "/x")),
+     "hessian: hessian is an external link to absent.h5:/x, not a dataset"),
+    ("params", lambda f: f.__setitem__("params", h5py.SoftLink("/cases/mlp_relu_cross_entropy/params")),
+     "params/0.bias: params is a soft link to '/cases/mlp_relu_cross_entropy/params', not a group"),
+    ("stats/names", lambda f: f.create_group("stats/names"), "stats/names: stats/names is a group, not a dataset"),
+])
+def test_verify_fails_a_group_or_link_where_the_reference_has_a_dataset(suite, tmp_path, where, make, detail):
+    theirs = tmp_path / "theirs.h5"
+    shutil.copy(suite, theirs)
+    with h5py.File(theirs, "a") as f:
+        case = f["cases/mlp_tanh_mse"]
+        del case[where]
+        make(case)
+    out = run("verify", theirs, "--reference", suite)
+    assert out.returncode == 1 and out.stderr == "", out.stderr
+    assert f"MISMATCH mlp_tanh_mse: {detail}" in out.stdout, out.stdout
+
+
 def test_verify_refuses_repeated_statistic_names(suite, tmp_path):
     theirs = tmp_path / "theirs.h5"
     shutil.copy(suite, theirs)
