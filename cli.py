@@ -100,13 +100,13 @@ def train(seed, dataset, hidden, activation, optimizer, lr, batch_size, steps, e
           checkpoint, checkpoint_every, out):
     """Train an MLP on built-in data and print its learning curve."""
     from refplastic.checkpoint import save_checkpoint
-    from refplastic.training import TrainConfig, train as run_training
+    from refplastic.training import ConfigError, TrainConfig, train as run_training
 
     try:
         config = TrainConfig(seed=seed, dataset=dataset, hidden=hidden, activation=activation, optimizer=optimizer,
                              lr=lr, batch_size=batch_size, steps=steps, eval_every=eval_every, dtype=dtype)
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
+    except ConfigError as e:  # every field the options set is the option's name with "_" for "-"
+        raise click.BadParameter(e.problem, param_hint=f"'--{e.field.replace('_', '-')}'") from None
     with click.progressbar(length=steps, label="training", file=sys.stderr) as bar:
         net, optimizer, run = run_training(config, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                                            progress=bar.update)

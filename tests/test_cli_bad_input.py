@@ -117,6 +117,13 @@ def test_bad_arguments_are_refused_before_any_work(work, tmp_path, args, message
     no_leftovers(tmp_path, [])
 
 
+def test_train_config_errors_name_the_option_not_the_library_field(tmp_path):
+    out = run("train", "--steps", "1", "--batch-size", "5000", "--out", tmp_path / "r.h5")
+    assert_one_line_error(out, 2, "Invalid value for '--batch-size': 5000 is more than the 2048 training examples")
+    assert "batch_size" not in out.stderr
+    no_leftovers(tmp_path, [])
+
+
 def test_init_with_another_architecture_names_the_file(work, tmp_path):
     other = tmp_path / "other.h5"
     assert run("train", "--steps", "1", "--hidden", "4", "--out", other).returncode == 0
