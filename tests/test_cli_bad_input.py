@@ -18,11 +18,19 @@ from refplastic.checkpoint import load_checkpoint, save_checkpoint
 from refplastic.training import TrainConfig, train
 
 
-def run(*args):
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal, so click draws its progress bars as it would on one."""
+
+    def isatty(self):
+        return True
+
+
+def run(*args, terminal=False):
     """``refplastic ARGS`` in this process (a subprocess per case would load numba's caches sixty times):
     its exit code and what it printed, warnings included. An exception that escapes ``cli.main``
-    (a traceback in a terminal) fails the test where it is raised."""
-    out, err = io.StringIO(), io.StringIO()
+    (a traceback in a terminal) fails the test where it is raised. With ``terminal``, stderr is a
+    terminal (progress bars drawn in place)."""
+    out, err = io.StringIO(), Terminal() if terminal else io.StringIO()
     with warnings.catch_warnings(record=True) as caught, redirect_stdout(out), redirect_stderr(err):
         warnings.simplefilter("always")
         try:
@@ -134,6 +142,25 @@ def test_init_with_another_architecture_names_the_file(work, tmp_path):
 def test_diverging_training_fails_and_writes_nothing(tmp_path):
     out = run("train", "--lr", "1e300", "--steps", "20", "--hidden", "4", "--out", tmp_path / "r.h5")
     assert_one_line_error(out, 1, "training diverged")
+    no_leftovers(tmp_path, [])
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_an_error_under_the_progress_bar_is_one_line_of_its_own(tmp_path, monkeypatch, terminal):
+    """Divergence, then a checkpoint that cannot be written, while the bar is drawn: the bar's line
+    is ended first (on a terminal click re-shows the cursor and ends the line) and one Error line follows."""
+    def disk_full(*args, **kwargs):
+        raise OSError("cannot write ck.h5: No space left on device")
+
+    for args, message in ((["--lr", "1e300"], "training diverged at step"),
+                          (["--checkpoint", tmp_path / "ck.h5", "--checkpoint-every", "2"], "No space left")):
+        if "--checkpoint" in args:
+            monkeypatch.setattr("refplastic.training.save_checkpoint", disk_full)
+        out = run("train", "--steps", "20", "--hidden", "4", *args, terminal=terminal)
+        assert out.returncode == 1 and out.stderr.count("Error: ") == 1, out.stderr
+        bar, error = out.stderr.split("Error: ")
+        assert bar.startswith("\r" if terminal else "training\n") and bar.endswith("\n"), repr(out.stderr)
+        assert message in error and error.endswith("\n") and error.count("\n") == 1, repr(out.stderr)
     no_leftovers(tmp_path, [])
 
 
