@@ -85,6 +85,29 @@ def test_empty_npz_is_an_error_not_aborted(work):
                           "neither a .npz archive nor an HDF5 file")
 
 
+@pytest.mark.parametrize("inputs,targets,message", [
+    (np.array(1.0), np.array([1]), "'inputs' must be an array with a batch axis, got a single number"),
+    (np.zeros((4, 32)), np.array([True, False, True, True]),
+     "'targets' must hold integers or floats, got bool (store booleans as 0 and 1)"),
+    (np.zeros((4, 32), complex), np.arange(4), "'inputs' must hold integers or floats, got complex128"),
+])
+def test_data_of_the_wrong_kind_says_what_is_wrong(work, tmp_path, inputs, targets, message):
+    np.savez(tmp_path / "d.npz", inputs=inputs, targets=targets)
+    assert_one_line_error(run("stats", work / "net.h5", "--data", tmp_path / "d.npz"), 1, f"d.npz: {message}")
+
+
+@pytest.mark.parametrize("link,message", [
+    (h5py.SoftLink("/nowhere"), "/inputs is a soft link to '/nowhere'; refplastic reads plain groups and datasets"),
+    (h5py.ExternalLink("absent.h5", "/x"), "/inputs is an external link to absent.h5:/x; refplastic reads plain"),
+])
+def test_links_in_a_data_file_or_a_checkpoint_are_refused_by_name(work, tmp_path, link, message):
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f["inputs"], f["targets"] = link, np.arange(4)
+    assert_one_line_error(run("curvature", work / "net.h5", "--data", tmp_path / "d.h5"), 1, f"d.h5: {message}")
+    net = damaged(work, tmp_path, lambda f: (f["state"].__delitem__("0.bias"), f["state"].__setitem__("0.bias", link)))
+    assert_one_line_error(run("stats", net, "--names", "loss"), 1, f"net.h5: /state/0.bias is a")
+
+
 def test_data_member_that_is_a_group(work):
     assert_one_line_error(run("stats", work / "net.h5", "--data", work / "group.h5"), 1,
                           "/inputs must be a dataset, found a group")
@@ -319,6 +342,12 @@ def test_verify_fails_a_group_or_link_where_the_reference_has_a_dataset(suite, t
     out = run("verify", theirs, "--reference", suite)
     assert out.returncode == 1 and out.stderr == "", out.stderr
     assert f"MISMATCH mlp_tanh_mse: {detail}" in out.stdout, out.stdout
+
+
+def test_verify_refuses_the_reference_as_theirs(suite, tmp_path):
+    (tmp_path / "alias.h5").symlink_to(suite)
+    assert_one_line_error(run("verify", tmp_path / "alias.h5", "--reference", suite), 2,
+                          "is THEIRS itself: comparing a file with itself checks nothing")
 
 
 def test_verify_refuses_repeated_statistic_names(suite, tmp_path):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
-from ..h5io import atomic_h5, check_format, open_h5
+from ..h5io import atomic_h5, check_format, link_description, open_h5
 from ..nn import Network
 
 FORMAT = "refplastic-reference"
@@ -170,7 +170,7 @@ class CaseDatasets(dict):
 def read_datasets(path):
     """``{case name: CaseDatasets}`` of every dataset in the file (for comparing); links are not followed."""
     out = {}
-    with open_h5(path) as f:
+    with open_h5(path, links=True) as f:
         cases_group = _cases_group(f, path)
         for name in cases_group:
             group = cases_group.get(name, getlink=True)
@@ -185,10 +185,8 @@ def _case_datasets(group):
     case = CaseDatasets()
 
     def visit(key, link):
-        if isinstance(link, h5py.SoftLink):
-            case.non_datasets[key] = f"a soft link to {link.path!r}"
-        elif isinstance(link, h5py.ExternalLink):
-            case.non_datasets[key] = f"an external link to {link.filename}:{link.path}"
+        if link_description(link):
+            case.non_datasets[key] = link_description(link)
         elif isinstance(group[key], h5py.Dataset):
             case[key] = group[key][()]
         else:
