@@ -58,10 +58,15 @@ def _writable_path(ctx, param, value):
         raise click.BadParameter(str(e)) from None
 
 
+def _same_file(a, b):
+    """Whether the paths ``a`` and ``b`` both exist and name one file (through links or ``..`` too)."""
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+
+
 def _distinct_output(out, option, inputs):
     """Refuse to write ``out`` over one of the ``inputs`` (``{option name: path}``) it is computed from."""
     for name, path in inputs.items():
-        if out is not None and path is not None and os.path.exists(out) and os.path.samefile(out, path):
+        if out is not None and path is not None and _same_file(out, path):
             raise click.BadParameter(f"{out} is also {name}; it would be overwritten", param_hint=f"'{option}'")
 
 
@@ -100,13 +105,13 @@ def train(seed, dataset, hidden, activation, optimizer, lr, batch_size, steps, e
           checkpoint, checkpoint_every, out):
     """Train an MLP on built-in data and print its learning curve."""
     from refplastic.checkpoint import save_checkpoint
-    from refplastic.training import TrainConfig, train as run_training
+    from refplastic.training import ConfigError, TrainConfig, train as run_training
 
     try:
         config = TrainConfig(seed=seed, dataset=dataset, hidden=hidden, activation=activation, optimizer=optimizer,
                              lr=lr, batch_size=batch_size, steps=steps, eval_every=eval_every, dtype=dtype)
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
+    except ConfigError as e:  # every field the options set is the option's name with "_" for "-"
+        raise click.BadParameter(e.problem, param_hint=f"'--{e.field.replace('_', '-')}'") from None
     with click.progressbar(length=steps, label="training", file=sys.stderr) as bar:
         net, optimizer, run = run_training(config, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                                            progress=bar.update)
@@ -344,6 +349,9 @@ def verify(theirs, reference_path, rtol):
     """Compare THEIRS with the reference: a table case x quantity; non-zero exit on a mismatch."""
     from refplastic.reference import format_table, verify_files
 
+    if reference_path is not None and _same_file(theirs, reference_path):
+        raise click.BadParameter(f"{reference_path} is THEIRS itself: comparing a file with itself checks nothing",
+                                 param_hint="'--reference'")
     rows, ok = verify_files(theirs, reference_path, rtol)
     click.echo(format_table(rows))
     sys.exit(0 if ok else 1)

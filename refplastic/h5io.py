@@ -69,15 +69,53 @@ def _reason(error):
     return error.strerror or str(error).split("(")[0].strip() or type(error).__name__
 
 
-def open_h5(path):
-    """Open an existing HDF5 file for reading, with a one-line error if it is not one."""
+def open_h5(path, links=False):
+    """Open an existing HDF5 file for reading, with a one-line error if it is not one.
+
+    Unless ``links``, a file holding a soft or external link is refused with a one-line ValueError
+    naming it: refplastic reads plain groups and datasets, and never follows a link (a dangling
+    one would fail later with h5py's message, an external one opens another file). With ``links``
+    the caller handles them (see :func:`link_description`).
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise OSError(f"no such file: {path}")
     try:
-        return h5py.File(path, "r")
+        f = h5py.File(path, "r")
     except OSError:
         raise OSError(f"not a readable HDF5 file: {path}") from None
+    if not links:
+        with _closed_on_error(f):
+            _refuse_links(f, path)
+    return f
+
+
+@contextlib.contextmanager
+def _closed_on_error(f):
+    try:
+        yield
+    except BaseException:
+        f.close()
+        raise
+
+
+def _refuse_links(f, path):
+    def first_link(name, link):
+        return name if link_description(link) else None
+
+    name = f.visititems_links(first_link)
+    if name is not None:
+        raise ValueError(f"{path}: /{name} is {link_description(f.get(name, getlink=True))}; "
+                         f"refplastic reads plain groups and datasets, not links")
+
+
+def link_description(link):
+    """``"a soft link to '/x'"`` or ``"an external link to FILE:/x"`` for an h5py link object; ``None`` for a hard link."""
+    if isinstance(link, h5py.SoftLink):
+        return f"a soft link to {link.path!r}"
+    if isinstance(link, h5py.ExternalLink):
+        return f"an external link to {link.filename}:{link.path}"
+    return None
 
 
 def attr_text(value):

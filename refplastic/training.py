@@ -24,6 +24,15 @@ from .nn.optim import OPTIMIZERS, make_optimizer
 ACTIVATIONS = ("ReLU", "Tanh", "Sigmoid", "GELU", "LeakyReLU", "Identity")
 
 
+class ConfigError(ValueError):
+    """A bad :class:`TrainConfig` field: the message is ``"<field> <problem>"``, and ``field`` and
+    ``problem`` are kept apart so that a front end can name its own spelling of the field."""
+
+    def __init__(self, field, problem):
+        super().__init__(f"{field} {problem}")
+        self.field, self.problem = field, problem
+
+
 @dataclass
 class TrainConfig:
     seed: int = 0
@@ -43,26 +52,26 @@ class TrainConfig:
         for name in ("seed", "n_train", "n_test", "batch_size", "steps", "eval_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
+                raise ConfigError(name, f"must be an integer, got {value!r}")
         if not isinstance(self.hidden, (list, tuple)) or not all(
                 isinstance(h, (int, np.integer)) and not isinstance(h, bool) for h in self.hidden):
-            raise ValueError(f"hidden must be a list of integer widths, got {self.hidden!r}")
+            raise ConfigError("hidden", f"must be a list of integer widths, got {self.hidden!r}")
         self.hidden = tuple(int(h) for h in self.hidden)
         for name, allowed in (("dataset", GENERATORS), ("activation", ACTIVATIONS), ("optimizer", OPTIMIZERS),
                               ("dtype", DTYPES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose from {', '.join(allowed)}")
         if self.seed < 0:
-            raise ValueError(f"seed must be at least 0, got {self.seed}")
+            raise ConfigError("seed", f"must be at least 0, got {self.seed}")
         for name in ("n_train", "n_test", "batch_size", "steps", "eval_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}")
         if self.batch_size > self.n_train:
-            raise ValueError(f"batch_size {self.batch_size} is more than the {self.n_train} training examples")
+            raise ConfigError("batch_size", f"{self.batch_size} is more than the {self.n_train} training examples")
         if any(h < 1 for h in self.hidden):
-            raise ValueError(f"hidden widths must be at least 1, got {self.hidden}")
+            raise ConfigError("hidden", f"widths must be at least 1, got {self.hidden}")
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (0 < self.lr < math.inf):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+            raise ConfigError("lr", f"must be a finite number > 0, got {self.lr!r}")
 
     @classmethod
     def from_json(cls, values):

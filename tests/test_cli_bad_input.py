@@ -18,11 +18,19 @@ from refplastic.checkpoint import load_checkpoint, save_checkpoint
 from refplastic.training import TrainConfig, train
 
 
-def run(*args):
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal, so click draws its progress bars as it would on one."""
+
+    def isatty(self):
+        return True
+
+
+def run(*args, terminal=False):
     """``refplastic ARGS`` in this process (a subprocess per case would load numba's caches sixty times):
     its exit code and what it printed, warnings included. An exception that escapes ``cli.main``
-    (a traceback in a terminal) fails the test where it is raised."""
-    out, err = io.StringIO(), io.StringIO()
+    (a traceback in a terminal) fails the test where it is raised. With ``terminal``, stderr is a
+    terminal (progress bars drawn in place)."""
+    out, err = io.StringIO(), Terminal() if terminal else io.StringIO()
     with warnings.catch_warnings(record=True) as caught, redirect_stdout(out), redirect_stderr(err):
         warnings.simplefilter("always")
         try:
@@ -77,6 +85,29 @@ def test_empty_npz_is_an_error_not_aborted(work):
                           "neither a .npz archive nor an HDF5 file")
 
 
+@pytest.mark.parametrize("inputs,targets,message", [
+    (np.array(1.0), np.array([1]), "'inputs' must be an array with a batch axis, got a single number"),
+    (np.zeros((4, 32)), np.array([True, False, True, True]),
+     "'targets' must hold integers or floats, got bool (store booleans as 0 and 1)"),
+    (np.zeros((4, 32), complex), np.arange(4), "'inputs' must hold integers or floats, got complex128"),
+])
+def test_data_of_the_wrong_kind_says_what_is_wrong(work, tmp_path, inputs, targets, message):
+    np.savez(tmp_path / "d.npz", inputs=inputs, targets=targets)
+    assert_one_line_error(run("stats", work / "net.h5", "--data", tmp_path / "d.npz"), 1, f"d.npz: {message}")
+
+
+@pytest.mark.parametrize("link,message", [
+    (h5py.SoftLink("/nowhere"), "/inputs is a soft link to '/nowhere'; refplastic reads plain groups and datasets"),
+    (h5py.ExternalLink("absent.h5", "/x"), "/inputs is an external link to absent.h5:/x; refplastic reads plain"),
+])
+def test_links_in_a_data_file_or_a_checkpoint_are_refused_by_name(work, tmp_path, link, message):
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f["inputs"], f["targets"] = link, np.arange(4)
+    assert_one_line_error(run("curvature", work / "net.h5", "--data", tmp_path / "d.h5"), 1, f"d.h5: {message}")
+    net = damaged(work, tmp_path, lambda f: (f["state"].__delitem__("0.bias"), f["state"].__setitem__("0.bias", link)))
+    assert_one_line_error(run("stats", net, "--names", "loss"), 1, f"net.h5: /state/0.bias is a")
+
+
 def test_data_member_that_is_a_group(work):
     assert_one_line_error(run("stats", work / "net.h5", "--data", work / "group.h5"), 1,
                           "/inputs must be a dataset, found a group")
@@ -117,6 +148,13 @@ def test_bad_arguments_are_refused_before_any_work(work, tmp_path, args, message
     no_leftovers(tmp_path, [])
 
 
+def test_train_config_errors_name_the_option_not_the_library_field(tmp_path):
+    out = run("train", "--steps", "1", "--batch-size", "5000", "--out", tmp_path / "r.h5")
+    assert_one_line_error(out, 2, "Invalid value for '--batch-size': 5000 is more than the 2048 training examples")
+    assert "batch_size" not in out.stderr
+    no_leftovers(tmp_path, [])
+
+
 def test_init_with_another_architecture_names_the_file(work, tmp_path):
     other = tmp_path / "other.h5"
     assert run("train", "--steps", "1", "--hidden", "4", "--out", other).returncode == 0
@@ -127,6 +165,25 @@ def test_init_with_another_architecture_names_the_file(work, tmp_path):
 def test_diverging_training_fails_and_writes_nothing(tmp_path):
     out = run("train", "--lr", "1e300", "--steps", "20", "--hidden", "4", "--out", tmp_path / "r.h5")
     assert_one_line_error(out, 1, "training diverged")
+    no_leftovers(tmp_path, [])
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_an_error_under_the_progress_bar_is_one_line_of_its_own(tmp_path, monkeypatch, terminal):
+    """Divergence, then a checkpoint that cannot be written, while the bar is drawn: the bar's line
+    is ended first (on a terminal click re-shows the cursor and ends the line) and one Error line follows."""
+    def disk_full(*args, **kwargs):
+        raise OSError("cannot write ck.h5: No space left on device")
+
+    for args, message in ((["--lr", "1e300"], "training diverged at step"),
+                          (["--checkpoint", tmp_path / "ck.h5", "--checkpoint-every", "2"], "No space left")):
+        if "--checkpoint" in args:
+            monkeypatch.setattr("refplastic.training.save_checkpoint", disk_full)
+        out = run("train", "--steps", "20", "--hidden", "4", *args, terminal=terminal)
+        assert out.returncode == 1 and out.stderr.count("Error: ") == 1, out.stderr
+        bar, error = out.stderr.split("Error: ")
+        assert bar.startswith("\r" if terminal else "training\n") and bar.endswith("\n"), repr(out.stderr)
+        assert message in error and error.endswith("\n") and error.count("\n") == 1, repr(out.stderr)
     no_leftovers(tmp_path, [])
 
 
@@ -212,10 +269,10 @@ def suite(tmp_path_factory):
     return path
 
 
-def one_case_input(suite, path, edit=None):
-    """An input file for ``compute``: the defining fields of mlp_tanh_mse, edited."""
+def one_case_input(suite, path, edit=None, name="mlp_tanh_mse"):
+    """An input file for ``compute``: the defining fields of the suite's case ``name``, edited."""
     with h5py.File(suite, "r") as src, h5py.File(path, "w") as dst:
-        case, group = src["cases/mlp_tanh_mse"], dst.create_group("cases/mine")
+        case, group = src[f"cases/{name}"], dst.create_group("cases/mine")
         group.attrs.update({k: case.attrs[k] for k in ("architecture", "loss", "dtype", "mode")})
         for key in ("inputs", "targets", "params"):
             src.copy(case[key], group, key)
@@ -236,6 +293,17 @@ def test_compute_bad_input_is_one_line_and_writes_nothing(suite, tmp_path, edit,
     no_leftovers(tmp_path, ["in.h5"])
 
 
+def test_compute_names_the_case_of_statistics_that_overflow(suite, tmp_path):
+    """Without a Hessian (P > 5000) the statistics are the first to overflow on inputs of 1e160."""
+    def huge_inputs(f, group):
+        group["inputs"][...] = group["inputs"][()] * 1e160
+
+    bad = one_case_input(suite, tmp_path / "in.h5", huge_inputs, name="mlp_large_no_hessian")
+    assert_one_line_error(run("compute", bad, "--out", tmp_path / "out.h5"), 1,
+                          "case 'mine': stats/values: preactivation_std: not finite on this batch")
+    no_leftovers(tmp_path, ["in.h5"])
+
+
 @pytest.mark.parametrize("edit,message", [
     (lambda values: values[:3], "must be 1-D of one length, got (70,) and (3,)"),
     (lambda values: values[:, None], "must be 1-D of one length"),
@@ -252,6 +320,36 @@ def test_verify_refuses_statistics_that_cannot_be_paired(suite, tmp_path, edit, 
     assert f"MISMATCH mlp_tanh_mse: stats/names: stats/names and stats/values {message}" in out.stdout
 
 
+@pytest.mark.parametrize("where,make,detail", [
+    ("hessian", lambda f: f.create_group("hessian"), "hessian: hessian is a group, not a dataset"),
+    ("hessian", lambda f: f.__setitem__("hessian", h5py.SoftLink("/cases/mlp_tanh_mse/ggn")),
+     "hessian: hessian is a soft link to '/cases/mlp_tanh_mse/ggn', not a dataset (links are not followed)"),
+    ("hessian", lambda f: f.__setitem__("hessian", h5py.SoftLink("/nowhere")),
+     "hessian: hessian is a soft link to '/nowhere', not a dataset"),
+    ("hessian", lambda f: f.__setitem__("hessian", h5py.ExternalLink("absent.h5", "/x")),
+     "hessian: hessian is an external link to absent.h5:/x, not a dataset"),
+    ("params", lambda f: f.__setitem__("params", h5py.SoftLink("/cases/mlp_relu_cross_entropy/params")),
+     "params/0.bias: params is a soft link to '/cases/mlp_relu_cross_entropy/params', not a group"),
+    ("stats/names", lambda f: f.create_group("stats/names"), "stats/names: stats/names is a group, not a dataset"),
+])
+def test_verify_fails_a_group_or_link_where_the_reference_has_a_dataset(suite, tmp_path, where, make, detail):
+    theirs = tmp_path / "theirs.h5"
+    shutil.copy(suite, theirs)
+    with h5py.File(theirs, "a") as f:
+        case = f["cases/mlp_tanh_mse"]
+        del case[where]
+        make(case)
+    out = run("verify", theirs, "--reference", suite)
+    assert out.returncode == 1 and out.stderr == "", out.stderr
+    assert f"MISMATCH mlp_tanh_mse: {detail}" in out.stdout, out.stdout
+
+
+def test_verify_refuses_the_reference_as_theirs(suite, tmp_path):
+    (tmp_path / "alias.h5").symlink_to(suite)
+    assert_one_line_error(run("verify", tmp_path / "alias.h5", "--reference", suite), 2,
+                          "is THEIRS itself: comparing a file with itself checks nothing")
+
+
 def test_verify_refuses_repeated_statistic_names(suite, tmp_path):
     theirs = tmp_path / "theirs.h5"
     shutil.copy(suite, theirs)
@@ -260,3 +358,36 @@ def test_verify_refuses_repeated_statistic_names(suite, tmp_path):
         names[1] = names[0]
     out = run("verify", theirs, "--reference", suite)
     assert out.returncode == 1 and "stats/names has repeated names" in out.stdout
+
+
+def scaled(path, factor, out):
+    """A copy of the checkpoint ``path`` with every parameter multiplied by ``factor``."""
+    shutil.copy(path, out)
+    with h5py.File(out, "a") as f:
+        for dataset in f["state"].values():
+            dataset[...] = dataset[()] * factor
+    return out
+
+
+@pytest.fixture(scope="module")
+def overflowing(tmp_path_factory):
+    """Networks whose loss is finite on their training data but whose curvature overflows."""
+    d = tmp_path_factory.mktemp("overflow")
+    for name, args in (("deep.h5", ["--hidden", "8,8"]), ("deep32.h5", ["--hidden", "8", "--dtype", "float32"])):
+        assert run("train", "--steps", "1", *args, "--out", d / name).returncode == 0
+    return {"float64": scaled(d / "deep.h5", 1e80, d / "big.h5"), "float32": scaled(d / "deep32.h5", 1e18, d / "big32.h5")}
+
+
+@pytest.mark.parametrize("dtype,args,message", [
+    ("float64", ["curvature", "--quantities", "hessian_eigenvalues"], "hessian_eigenvalues: not finite on this batch"),
+    ("float64", ["curvature", "--quantities", "ntk"], "ntk: not finite on this batch"),
+    ("float64", ["stats"], "preactivation_std: not finite on this batch (the network overflows)"),
+    ("float64", ["stats", "--names", "hessian_effective_rank"], "hessian_effective_rank: not finite on this batch"),
+    ("float64", ["stats", "--names", "gradient_norm/layer=2"], "gradient_norm/layer=2: not finite on this batch"),
+    ("float32", ["curvature", "--quantities", "ntk"], "ntk: not finite on this batch"),
+])
+def test_curvature_that_overflows_on_a_finite_loss_is_one_line(overflowing, tmp_path, dtype, args, message):
+    command, *options = args
+    out = run(command, overflowing[dtype], "--examples", "16", *options, "--out", tmp_path / "out.h5")
+    assert_one_line_error(out, 1, message)
+    no_leftovers(tmp_path, [])

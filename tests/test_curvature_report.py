@@ -1,6 +1,7 @@
 """The curvature report: its numbers, its HDF5 file, its plot."""
 
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from refplastic.curvature import ggn, hessian, per_example_gradients
 from refplastic.curvature.report import QUANTITIES, curvature_report, plot_spectrum, read_report_h5, write_report_h5
 from refplastic.nn import BatchNorm1d, Linear, Network, ReLU, Tanh, make_loss
+from refplastic.overflow import NotFinite
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +97,22 @@ def test_relu_network_report_without_exact_spectra():
                               slq_probes=2, slq_steps=5)
     assert set(report) == {"attrs", "ggn", "hessian"}
     assert report["ggn"]["lanczos"]["bottom"].shape == (2,)
+
+
+def test_quantities_that_overflow_are_named_without_warnings():
+    """Weights of 1e80: the loss is finite, the curvature is not; each quantity either stays finite
+    or raises one line naming it, and no NumPy warning escapes."""
+    rng = np.random.default_rng(0)
+    net = Network([Linear(4, 8), ReLU(), Linear(8, 8), ReLU(), Linear(8, 3)], rng)
+    net.flat[...] *= 1e80
+    x, t, loss = rng.normal(size=(16, 4)), rng.integers(0, 3, size=16), make_loss("cross_entropy")
+    failed = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in QUANTITIES:
+            try:
+                curvature_report(net, loss, x, t, [name], seed=0, top_k=3, trace_probes=4, slq_probes=2)
+            except NotFinite as e:
+                assert str(e) == f"{name}: not finite on this batch (the network overflows)"
+                failed.append(name)
+    assert {"hessian_eigenvalues", "gradients", "ntk"} <= set(failed)

@@ -3,6 +3,7 @@ buffers and parameters untouched), feature/weight statistics against torch, curv
 demand against torch's reverse-over-reverse Hessian, and the HDF5 file."""
 
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from refplastic.nn import (GELU, BatchNorm1d, BatchNorm2d, Flatten, Identity, La
                            ReLU, Sigmoid, Tanh, make_loss)
 from refplastic.nn.conv import Conv2d
 from refplastic.nn.pool import MaxPool2d
+from refplastic.overflow import NotFinite
 from refplastic.stats import (CURVATURE_STATISTICS, DEFAULT_STATISTICS, INIT_STATISTICS, STATISTICS, compute_statistics,
                               format_statistics, parse_name, read_statistics_h5, write_statistics_h5)
 from refplastic.stats.collect import format_number
@@ -106,6 +108,23 @@ def test_non_finite_inputs_targets_or_parameters_are_errors(where, bad):
     {"x": x, "t": t, "net": net.flat, "init_net": init_net.flat}[where][0] = bad
     with pytest.raises(ValueError, match="contains NaN or infinity"):
         compute_statistics(net, x, t, "mse", ["dormant_fraction", "loss", "parameter_distance"], init_net=init_net)
+
+
+@pytest.mark.parametrize("name", [*DEFAULT_STATISTICS, *CURVATURE_STATISTICS])
+def test_statistics_that_overflow_are_named_without_warnings(name):
+    """Weights of 1e80: the loss is finite, some statistics are not; those raise one line naming the
+    statistic, and no NumPy warning escapes."""
+    rng = np.random.default_rng(0)
+    net, x, t = Network(mlp(), rng), rng.normal(size=(5, 6)), rng.normal(size=(5, 3))
+    net.flat[...] *= 1e80
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            values = compute_statistics(net, x, t, "mse", [name])
+        except NotFinite as e:
+            assert str(e) == f"{parse_name(name).key(None)}: not finite on this batch (the network overflows)"
+        else:
+            assert all(np.isfinite(v) for v in values.values())
 
 
 def test_names_must_be_a_list_and_init_net_must_match():

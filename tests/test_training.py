@@ -6,7 +6,7 @@ import pytest
 
 from refplastic.checkpoint import load_checkpoint, load_network, save_checkpoint
 from refplastic.data import gaussian_clusters, teacher_classification, teacher_regression
-from refplastic.training import TrainConfig, make_mlp, train
+from refplastic.training import ConfigError, TrainConfig, make_mlp, train
 
 SMALL = dict(n_train=256, n_test=64, hidden=(16,), batch_size=32, steps=60, eval_every=20)
 
@@ -128,3 +128,6 @@ def test_bad_config_is_a_clear_error():
         TrainConfig(dataset="mnist")
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
         TrainConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="eval_every must be at least 1, got 0") as e:
+        TrainConfig(eval_every=0)
+    assert (e.value.field, e.value.problem) == ("eval_every", "must be at least 1, got 0")

@@ -27,6 +27,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..overflow import finite
+
 
 class Tridiagonal(NamedTuple):
     """``alpha`` (m,) and ``beta`` (m,) of T (``beta[-1]`` couples to the next, unbuilt vector)
@@ -84,8 +86,9 @@ def lanczos(matvec, dim, num_steps, rng=None, start=None, dtype=np.float64):
 
 
 def ritz(tridiagonal):
-    """``(theta, S)``: eigenvalues (ascending) and eigenvectors of T."""
-    return np.linalg.eigh(tridiagonal.matrix())
+    """``(theta, S)``: eigenvalues (ascending) and eigenvectors of T;
+    :class:`~refplastic.overflow.NotFinite` if T is not finite (the products overflowed)."""
+    return np.linalg.eigh(finite(tridiagonal.matrix(), "the Lanczos tridiagonal matrix"))
 
 
 def lanczos_extremes(matvec, dim, k, rng, num_steps=None, dtype=np.float64):

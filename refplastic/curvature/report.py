@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 
 from ..h5io import atomic_h5, atomic_path, check_writable, open_h5, read_attrs, write_dict
+from ..overflow import finite, reported_as
 from .ggn import ggn
 from .hessian import hessian
 from .hutchinson import hutchinson_trace
@@ -44,13 +45,17 @@ def curvature_report(net, loss, x, t, quantities, seed, progress=None, *, top_k=
     """Compute ``quantities`` (names from :data:`QUANTITIES`) for ``net`` on the batch ``(x, t)``.
 
     ``progress(label, done, total)`` is called as long computations advance. The network's
-    parameters and buffers are left unchanged.
+    parameters and buffers are left unchanged. A quantity that overflows on the batch (finite
+    inputs, huge weights) raises a one-line :class:`~refplastic.overflow.NotFinite` (a ValueError)
+    naming it; no NumPy floating-point warning escapes.
     """
     unknown = [q for q in quantities if q not in QUANTITIES]
     if unknown:
         raise ValueError(f"unknown quantities {unknown}; choose from {', '.join(QUANTITIES)}")
     check_top_k(top_k, net.num_parameters)
-    batch = CurvatureBatch(net, loss, x, t)
+    with reported_as("loss"):
+        batch = CurvatureBatch(net, loss, x, t)
+        finite(batch.value)
     P = net.num_parameters
     report = {"attrs": {"seed": int(seed), "loss": loss.name, "num_parameters": P, "num_examples": int(len(x)),
                         "dtype": np.dtype(net.dtype).name, "training": net.training, "loss_value": batch.value,
@@ -66,43 +71,54 @@ def curvature_report(net, loss, x, t, quantities, seed, progress=None, *, top_k=
         rng = np.random.default_rng([seed, i])
         which, _, kind = name.partition("_")
         group = report.setdefault(which, {})
-        if kind == "eigenvalues":
-            if P > max_exact_parameters:
-                raise ValueError(f"{name} needs the full {P} x {P} matrix; that is more than "
-                                 f"max_exact_parameters={max_exact_parameters}: use the Lanczos quantities")
-            if which == "hessian":
-                matrix = hessian(net, loss, x, t, block_size, progress=step(name), batch=batch)
-            else:
-                matrix = ggn(net, loss, x, t, block_size, batch=batch)
-            group["eigenvalues"] = eigenvalues(matrix)
-            group["scalars"] = {"attrs": spectrum_scalars(group["eigenvalues"])}
-        elif kind == "lanczos":
-            steps = min(P, 2 * top_k + 40) if lanczos_steps is None else lanczos_steps
-            counted = _counted(operators[which], step(name), steps)
-            result = lanczos_extremes(counted, P, top_k, rng, steps, net.dtype)
-            group["lanczos"] = {**result._asdict(),
-                                "attrs": {"num_steps": len(result.ritz_values), "k": len(result.top),
-                                          "largest_eigenvalue": float(result.top[-1])}}
-        elif kind == "trace":
-            estimate, error = hutchinson_trace(_counted(operators[which], step(name), trace_probes), P,
-                                               trace_probes, rng, dtype=net.dtype)
-            group["hutchinson"] = {"attrs": {"trace": estimate, "standard_error": error, "num_probes": trace_probes}}
-        elif kind == "density":
-            quad = slq_quadrature(operators[which], P, slq_probes, slq_steps, rng, net.dtype, step(name))
-            grid = np.linspace(quad.nodes.min() - 1e-2, quad.nodes.max() + 1e-2, grid_points)
-            grid, density, variance = slq_density(quad, grid, sigma_squared)
-            group["density"] = {"grid": grid, "density": density, "nodes": quad.nodes, "weights": quad.weights,
-                                "attrs": {"sigma_squared": sigma_squared, "variance": variance,
-                                          "num_probes": slq_probes, "num_steps": quad.nodes.shape[1],
-                                          **quadrature_estimates(quad, P)}}
-        elif name == "gradients":
-            report["gradients"] = _gradient_statistics(per_example_gradients(net, loss, x, t, batch=batch))
-        elif name == "ntk":
-            J = jacobian(net, x, block_size, batch=batch)
-            kernel = J @ J.T
-            report["ntk"] = {"kernel": kernel, "eigenvalues": eigenvalues(kernel),
-                             "attrs": {"trace": float(np.trace(kernel))}}
+        with reported_as(name):
+            if kind == "eigenvalues":
+                if P > max_exact_parameters:
+                    raise ValueError(f"{name} needs the full {P} x {P} matrix; that is more than "
+                                     f"max_exact_parameters={max_exact_parameters}: use the Lanczos quantities")
+                if which == "hessian":
+                    matrix = hessian(net, loss, x, t, block_size, progress=step(name), batch=batch)
+                else:
+                    matrix = ggn(net, loss, x, t, block_size, batch=batch)
+                group["eigenvalues"] = eigenvalues(matrix)
+                group["scalars"] = {"attrs": spectrum_scalars(group["eigenvalues"])}
+            elif kind == "lanczos":
+                steps = min(P, 2 * top_k + 40) if lanczos_steps is None else lanczos_steps
+                counted = _counted(operators[which], step(name), steps)
+                result = lanczos_extremes(counted, P, top_k, rng, steps, net.dtype)
+                group["lanczos"] = {**result._asdict(),
+                                    "attrs": {"num_steps": len(result.ritz_values), "k": len(result.top),
+                                              "largest_eigenvalue": float(result.top[-1])}}
+            elif kind == "trace":
+                estimate, error = hutchinson_trace(_counted(operators[which], step(name), trace_probes), P,
+                                                   trace_probes, rng, dtype=net.dtype)
+                group["hutchinson"] = {"attrs": {"trace": estimate, "standard_error": error,
+                                                 "num_probes": trace_probes}}
+            elif kind == "density":
+                quad = slq_quadrature(operators[which], P, slq_probes, slq_steps, rng, net.dtype, step(name))
+                grid = np.linspace(quad.nodes.min() - 1e-2, quad.nodes.max() + 1e-2, grid_points)
+                grid, density, variance = slq_density(quad, grid, sigma_squared)
+                group["density"] = {"grid": grid, "density": density, "nodes": quad.nodes, "weights": quad.weights,
+                                    "attrs": {"sigma_squared": sigma_squared, "variance": variance,
+                                              "num_probes": slq_probes, "num_steps": quad.nodes.shape[1],
+                                              **quadrature_estimates(quad, P)}}
+            elif name == "gradients":
+                report["gradients"] = _gradient_statistics(per_example_gradients(net, loss, x, t, batch=batch))
+            elif name == "ntk":
+                J = jacobian(net, x, block_size, batch=batch)
+                kernel = J @ J.T
+                report["ntk"] = {"kernel": kernel, "eigenvalues": eigenvalues(kernel),
+                                 "attrs": {"trace": float(np.trace(kernel))}}
+            finite(_defined_values(report[which]))
     return report
+
+
+def _defined_values(part):
+    """``part`` without what is NaN by definition: a spectrum's ``condition_number`` when no
+    eigenvalue is above the rank threshold (docs/curvature.md)."""
+    if not isinstance(part, dict):
+        return part
+    return {key: _defined_values(value) for key, value in part.items() if key != "condition_number"}
 
 
 def check_top_k(top_k, num_parameters):

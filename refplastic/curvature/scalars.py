@@ -17,10 +17,13 @@ For the eigenvalues lambda_1..lambda_P of a symmetric matrix (exact, :func:`eige
 
 import numpy as np
 
+from ..overflow import finite
+
 
 def eigenvalues(matrix):
-    """All eigenvalues of a symmetric matrix, ascending (LAPACK ``syevd`` through numpy)."""
-    return np.linalg.eigvalsh(matrix)
+    """All eigenvalues of a symmetric matrix, ascending (LAPACK ``syevd`` through numpy);
+    :class:`~refplastic.overflow.NotFinite` if the matrix is not finite."""
+    return np.linalg.eigvalsh(finite(matrix, "the matrix"))
 
 
 def default_tolerance(size, dtype=np.float64):

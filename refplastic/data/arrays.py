@@ -38,8 +38,11 @@ def load_batch(path):
             raise ValueError(f"{path}: missing array {field!r}")
     inputs, targets = (np.asarray(arrays[k]) for k in FIELDS)
     for field, a in zip(FIELDS, (inputs, targets)):
-        if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)) or a.ndim == 0:
-            raise ValueError(f"{path}: {field!r} must be a numeric array with a batch axis, got {a.dtype} {a.shape}")
+        if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+            hint = " (store booleans as 0 and 1)" if a.dtype == bool else ""
+            raise ValueError(f"{path}: {field!r} must hold integers or floats, got {a.dtype}{hint}")
+        if a.ndim == 0:
+            raise ValueError(f"{path}: {field!r} must be an array with a batch axis, got a single number")
         if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
             raise ValueError(f"{path}: {field!r} contains NaN or infinity")
     if len(inputs) != len(targets) or len(inputs) == 0:

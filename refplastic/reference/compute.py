@@ -31,6 +31,7 @@ import numpy as np
 
 from ..curvature import CurvatureBatch, eigenvalues, ggn, hessian, jacobian, per_example_gradients
 from ..nn import make_loss, make_optimizer
+from ..overflow import NotFinite
 from ..stats import DEFAULT_STATISTICS, compute_statistics
 from .format import read_cases, reference_writer, write_case
 
@@ -96,7 +97,10 @@ def _compute_case(case, max_exact_parameters):
         make_optimizer(name, after, **hyperparameters).step(batch.grad.copy())
         out[f"optim/{name}/flat_params_after"] = after
         attrs[f"optim/{name}"] = {"type": torch_name, **hyperparameters}
-    stats = compute_statistics(net, x, t, loss, DEFAULT_STATISTICS)
+    try:
+        stats = compute_statistics(net, x, t, loss, DEFAULT_STATISTICS)
+    except NotFinite as e:
+        raise ValueError(f"case {case.name!r}: stats/values: {e}") from None
     out["stats/values"] = np.array(list(stats.values()))
     out = {k: v.astype(case.dtype) for k, v in out.items()}
     _check_finite(case, out)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
-from ..h5io import atomic_h5, check_format, open_h5
+from ..h5io import atomic_h5, check_format, link_description, open_h5
 from ..nn import Network
 
 FORMAT = "refplastic-reference"
@@ -27,6 +27,7 @@ LOSSES = ("mse", "cross_entropy", "huber")
 DTYPES = ("float64", "float32")
 MODES = ("train", "eval")
 CASE_ATTRS = ("architecture", "loss", "dtype", "mode")
+GROUP = "a group"  # what CaseDatasets.non_datasets says of a group
 
 
 @dataclass
@@ -156,19 +157,43 @@ def read_cases(path):
     return cases
 
 
+class CaseDatasets(dict):
+    """``{path within the case: array}`` of a case's datasets; ``non_datasets`` is ``{path: what}``
+    of the other objects in it, none of them read or followed: groups ("a group") and soft or
+    external links, dangling or not ("a soft link to '/x'")."""
+
+    def __init__(self, arrays=(), non_datasets=None):
+        super().__init__(arrays)
+        self.non_datasets = dict(non_datasets or {})
+
+
 def read_datasets(path):
-    """``{case name: {path within the case: array}}`` of every dataset in the file (for comparing)."""
+    """``{case name: CaseDatasets}`` of every dataset in the file (for comparing); links are not followed."""
     out = {}
-    with open_h5(path) as f:
+    with open_h5(path, links=True) as f:
         cases_group = _cases_group(f, path)
         for name in cases_group:
-            if not isinstance(cases_group[name], h5py.Group):
+            group = cases_group.get(name, getlink=True)
+            if not isinstance(group, h5py.HardLink) or not isinstance(cases_group[name], h5py.Group):
                 raise ValueError(f"{path}: /cases/{name} is not a group")
-            arrays = {}
-            cases_group[name].visititems(lambda key, obj: arrays.__setitem__(key, obj[()])
-                                         if isinstance(obj, h5py.Dataset) else None)
-            out[name] = arrays
+            out[name] = _case_datasets(cases_group[name])
     return out
+
+
+def _case_datasets(group):
+    """The :class:`CaseDatasets` of one case's group (every link visited once, none followed)."""
+    case = CaseDatasets()
+
+    def visit(key, link):
+        if link_description(link):
+            case.non_datasets[key] = link_description(link)
+        elif isinstance(group[key], h5py.Dataset):
+            case[key] = group[key][()]
+        else:
+            case.non_datasets[key] = GROUP if isinstance(group[key], h5py.Group) else "a named datatype"
+
+    group.visititems_links(visit)
+    return case
 
 
 def _cases_group(f, path):

@@ -13,7 +13,9 @@ BatchNorm). For eigenvalue vectors this is the error relative to the largest |la
 matches when error <= rtol: by default 1e-8 for float64 and 1e-4 for float32 reference data,
 ``rtol`` overrides both (other float dtypes: 1e-4); integer data (class labels,
 num_batches_tracked) and anything not numeric must be equal. A shape
-difference is a mismatch, and so are stats/names and stats/values of THEIRS that cannot be paired.
+difference is a mismatch, and so are stats/names and stats/values of THEIRS that cannot be paired,
+and a group or a soft or external link (never followed; dangling or not) where the reference has
+a dataset or, for a link, a group holding one.
 A case missing from THEIRS, or sharing no computed quantity with the reference (the given
 inputs, targets, parameters, buffers and HVP directions alone check nothing), fails; a
 dataset missing from THEIRS is reported but does not fail.
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .format import read_datasets
+from .format import GROUP, read_datasets
 
 DEFAULT_RTOL = {np.dtype(np.float64): 1e-8, np.dtype(np.float32): 1e-4}
 TINY = np.finfo(np.float64).tiny
@@ -74,9 +76,12 @@ def compare(theirs, reference, rtol=None):
         if case not in theirs:
             rows.append(Row(case, "", "missing case"))
             continue
+        found = getattr(theirs[case], "non_datasets", {})
         ref, mine = split_statistics(ref), split_statistics(theirs[case])
-        case_rows = [_compare(case, path, mine.get(path), b, ref, rtol) for path, b in ref.items()]
-        problem = statistics_problem(theirs[case])
+        case_rows = [_compare(case, path, mine.get(path), b, ref, rtol, not_a_dataset(found, path))
+                     for path, b in ref.items()]
+        problem = not_a_dataset(found, "stats/names") or not_a_dataset(found, "stats/values") \
+            or statistics_problem(theirs[case])
         if problem:
             case_rows.append(Row(case, "stats/names", "mismatch", detail=problem))
         if all(row.status == "missing" for row in case_rows if column_of(row.quantity) != "given"):
@@ -86,11 +91,26 @@ def compare(theirs, reference, rtol=None):
     return rows
 
 
-def _compare(case, path, a, b, ref, rtol):
+def not_a_dataset(found, path):
+    """Why THEIRS has no dataset at ``path`` although it has something there, or ``None``: a group or
+    link at ``path``, or a link where a group above it should be (``found``: ``{path: what}`` of
+    the groups and links of THEIRS, :attr:`~refplastic.reference.format.CaseDatasets.non_datasets`)."""
+    parts = path.split("/")
+    for i in range(1, len(parts) + 1):
+        where, what = "/".join(parts[:i]), found.get("/".join(parts[:i]))
+        if what is not None and (i == len(parts) or what != GROUP):
+            expected = "a dataset" if i == len(parts) else "a group"
+            return f"{where} is {what}, not {expected}" + ("" if what == GROUP else " (links are not followed)")
+    return None
+
+
+def _compare(case, path, a, b, ref, rtol, obstacle=None):
     b = np.asarray(b)
     tol = 0.0
     if np.issubdtype(b.dtype, np.floating):
         tol = rtol if rtol is not None else DEFAULT_RTOL.get(b.dtype, DEFAULT_RTOL[np.dtype(np.float32)])
+    if a is None and obstacle:
+        return Row(case, path, "mismatch", rtol=tol, detail=obstacle)
     if a is None:
         return Row(case, path, "missing", rtol=tol)
     a = np.asarray(a)

@@ -24,7 +24,7 @@ are written as Python's ``repr`` of the float without a trailing ``.0`` (``tau=0
 
 A statistic that applies to no layer of the network gives no key (a Tanh network has no
 ``dead_fraction``), and so do the gradient cosine statistics for a batch of one; every value
-returned is a float, finite when the network's parameters and outputs are. The statistics are
+returned is a finite float (one that overflows raises a ValueError naming the statistic). The statistics are
 of the network as it is: its mode (train-mode BatchNorm normalises with the batch statistics) and
 dtype; its buffers are left unchanged.
 """
@@ -38,6 +38,7 @@ import numpy as np
 from ..curvature import (CurvatureBatch, eigenvalues, ggn, hessian, lanczos_extremes, ntk, preserved_buffers,
                          spectrum_scalars)
 from ..nn import Conv2d, LeakyReLU, Linear, ReLU, Sigmoid, Tanh, make_loss
+from ..overflow import finite, reported_as
 from ..nn.activations import Elementwise
 from . import gradients, preactivations, rank, units, weights
 
@@ -368,6 +369,10 @@ def compute_statistics(net, x, t, loss, names=DEFAULT_STATISTICS, *, init_net=No
     may be None when no requested statistic needs them. ``init_net``: the same architecture at
     initialisation, for :data:`INIT_STATISTICS`. ``seed``: the Lanczos start vectors
     (``numpy.random.default_rng(seed)``) of the largest-eigenvalue statistics.
+
+    A statistic that overflows on the batch (finite inputs, huge weights) raises a one-line
+    :class:`~refplastic.overflow.NotFinite` (a ValueError) naming it; no NumPy floating-point
+    warning escapes.
     """
     if isinstance(names, str):
         raise TypeError("names must be a list of statistic names, not one string")
@@ -385,12 +390,13 @@ def compute_statistics(net, x, t, loss, names=DEFAULT_STATISTICS, *, init_net=No
     ctx = Context(net, x, t, loss, init_net, seed)
     out = {}
     for request in requests:
-        values = STATISTICS[request.base].compute(ctx, **request.parameters)
-        if request.layer is not None:
-            if request.layer not in values:
-                have = sorted(i for i in values if i is not None)
-                raise ValueError(f"{request.key(request.layer)}: layer {request.layer} has no such value "
-                                 f"(layers that have one: {have})")
-            values = {request.layer: values[request.layer]}
-        out.update({request.key(layer): float(value) for layer, value in values.items()})
+        with reported_as(request.key(request.layer)):
+            values = STATISTICS[request.base].compute(ctx, **request.parameters)
+            if request.layer is not None:
+                if request.layer not in values:
+                    have = sorted(i for i in values if i is not None)
+                    raise ValueError(f"{request.key(request.layer)}: layer {request.layer} has no such value "
+                                     f"(layers that have one: {have})")
+                values = {request.layer: values[request.layer]}
+            out.update(finite({request.key(layer): float(value) for layer, value in values.items()}))
     return out

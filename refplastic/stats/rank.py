@@ -21,15 +21,18 @@ A zero matrix has every rank 0. Sums run in float64 whatever the dtype of ``s``.
 
 import numpy as np
 
+from ..overflow import finite
+
 
 def singular_values(matrix):
-    """Singular values of a 2-D array, descending (LAPACK ``gesdd`` through numpy, no vectors)."""
+    """Singular values of a 2-D array, descending (LAPACK ``gesdd`` through numpy, no vectors);
+    :class:`~refplastic.overflow.NotFinite` if the matrix is not finite."""
     matrix = np.asarray(matrix)
     if matrix.ndim != 2:
         raise ValueError(f"expected a 2-D matrix, got shape {matrix.shape}")
     if matrix.size == 0:
         return np.zeros(0, matrix.dtype)
-    return np.linalg.svd(matrix, compute_uv=False)
+    return np.linalg.svd(finite(matrix, "the matrix"), compute_uv=False)
 
 
 def _descending(s):
