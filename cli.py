@@ -125,7 +125,6 @@ def train(seed, dataset, hidden, activation, optimizer, lr, batch_size, steps, e
         click.echo(f"wrote {out}")
 
 
-
 def _quantity_list(ctx, param, value):
     names = tuple(v.strip() for v in value.split(",") if v.strip())
     unknown = [n for n in names if n not in CURVATURE_QUANTITIES]
