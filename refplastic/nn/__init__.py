@@ -1,9 +1,10 @@
-"""Layers, losses, initialisation, optimizers and the sequential network."""
+"""Layers, losses, initialisation, optimizers, the sequential network and ensembles of it."""
 
 from .activations import GELU, Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .build import LAYER_TYPES, build_layer
 from .conv import Conv2d
+from .ensemble import Ensemble
 from .flatten import Flatten
 from .layer import Layer
 from .layernorm import LayerNorm

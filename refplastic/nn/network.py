@@ -115,6 +115,24 @@ class Network:
             offset += size
         return out
 
+    def bind_storage(self, flat, grad):
+        """Keep the parameters in ``flat`` and write gradients into ``grad`` from now on.
+
+        Both are writeable arrays of shape (P,) and the network's dtype (say, rows of an
+        :class:`refplastic.nn.Ensemble`'s stacked arrays); the current parameter values are
+        copied into ``flat`` and every layer's parameters become views of it.
+        """
+        for name, array in (("flat", flat), ("grad", grad)):
+            if not (isinstance(array, np.ndarray) and array.shape == self.flat.shape and array.dtype == self.dtype
+                    and array.flags.writeable):
+                raise ValueError(f"{name} must be a writeable {np.dtype(self.dtype).name} array of shape "
+                                 f"{self.flat.shape}, got {getattr(array, 'dtype', type(array).__name__)} "
+                                 f"{getattr(array, 'shape', '')}")
+        flat[...] = self.flat
+        self.flat, self.grad = flat, grad
+        for layer, views in zip(self.layers, self.unflatten(flat)):
+            layer.params = views
+
     def get_flat(self):
         """A copy of the flat parameter vector."""
         return self.flat.copy()
