@@ -98,10 +98,12 @@ POOL_GEOMETRIES = [  # planes shape (M, H, W), kernel, stride, padding
 ]
 
 
+@pytest.mark.parametrize("lanes", [None, 1, 5])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("values", ["normal", "ties", "special"])
 @pytest.mark.parametrize("shape,kernel,stride,padding", POOL_GEOMETRIES)
-def test_maxpool_gather_scatter_match_naive(shape, kernel, stride, padding, values, dtype):
+def test_maxpool_gather_scatter_match_naive(shape, kernel, stride, padding, values, dtype, lanes):
+    """Planes (M, H, W), and planes of L lanes (M, H, W, L) whose argmax indexes the (H, W, L) block."""
     rng = np.random.default_rng(2)
     if values == "normal":
         x = rng.normal(size=shape)
@@ -111,6 +113,9 @@ def test_maxpool_gather_scatter_match_naive(shape, kernel, stride, padding, valu
             x[0, :3, :3] = -np.inf
             x[1, 1:4, 2] = np.nan
             x[1, 2, 3] = np.nan
+    if lanes is not None:  # lane l is plane set x scaled differently: other maxima, same specials
+        x = np.stack([x * (1 + (-1) ** lane * 0.5 * lane) for lane in range(lanes)], axis=-1)
+        shape = x.shape
     x = x.astype(dtype)
     y, argmax = maxpool(x, kernel, stride, padding)
     y0, argmax0 = maxpool_naive(x, kernel, stride, padding)

@@ -152,6 +152,29 @@ def test_maxpool2d_ties_go_where_torch_sends_them(args, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("args", [(2, None, 0), (3, 2, 1), ((2, 3), (1, 2), (1, 1))], ids=repr)
+def test_maxpool2d_pools_a_batch_last_input_in_its_layout(args, dtype):
+    """A convolution's output lies (C, H, W, N) in memory: pooled in place, its maps give exactly
+    what they give on a contiguous copy, and the output and input gradient lie batch-last too."""
+    rng = np.random.default_rng(4)
+    N, C, H, W = 3, 2, 7, 6
+    x = rng.integers(0, 3, size=(C, H, W, N)).astype(dtype).transpose(3, 0, 1, 2)  # ties in most windows
+    x[0, 0, :3, :3] = -np.inf
+    layer = MaxPool2d(*args)
+    y, cache = layer.forward(x)
+    y0, cache0 = layer.forward(np.ascontiguousarray(x))
+    np.testing.assert_array_equal(y, y0)
+    assert y.transpose(1, 2, 3, 0).flags.c_contiguous and not y.flags.c_contiguous
+    gy = rng.normal(size=y.shape).astype(dtype)
+    gx = layer.backward(cache, gy, {})
+    np.testing.assert_array_equal(gx, layer.backward(cache0, gy, {}))
+    assert gx.transpose(1, 2, 3, 0).flags.c_contiguous
+    rx, rgy = rng.normal(size=(2, *x.shape)).astype(dtype), rng.normal(size=(2, *y.shape)).astype(dtype)
+    np.testing.assert_array_equal(layer.forward_r(cache, rx, {})[0], layer.forward_r(cache0, rx, {})[0])
+    np.testing.assert_array_equal(layer.backward_r(cache, None, gy, rgy, {}), layer.backward_r(cache0, None, gy, rgy, {}))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_small_cnn_gradient_and_hvp_against_torch(dtype):
     """Conv, ReLU, MaxPool, Conv, Flatten, Linear: tangents flow through every conv and pool map."""
     rng = np.random.default_rng(7)

@@ -14,6 +14,12 @@ so ties go to the first maximal element and a NaN propagates. Then, for K tangen
     scatter(g, argmax)[k, m, p] = sum of g[k, m, o] over the outputs o with argmax[m, o] = p
 
 ``scatter`` is the adjoint of ``gather``.
+
+*Lanes.* A convolution's output lies batch-last in memory, (C, H, W, N) (see
+refplastic/nn/conv.py), so its images are the innermost axis. ``maxpool`` also takes
+``x`` of shape (M, H, W, L): L lanes (images) pooled side by side, each exactly as above, with
+``argmax[m, oy, ox, l] = (iy W + ix) L + l``, the flat index in the (H, W, L) block of plane m.
+``gather`` and ``scatter`` then serve unchanged, with planes of H W L values.
 """
 
 import numpy as np
@@ -46,6 +52,32 @@ def _maxpool(x, kh, kw, sh, sw, ph, pw, y, argmax):
 
 
 @njit(cache=True)
+def _maxpool_lanes(x, kh, kw, sh, sw, ph, pw, y, argmax):
+    M, H, W, L = x.shape
+    OH, OW = y.shape[1:3]
+    for m in range(M):
+        for oy in range(OH):
+            y0 = max(oy * sh - ph, 0)
+            y1 = min(oy * sh - ph + kh, H)
+            for ox in range(OW):
+                x0 = max(ox * sw - pw, 0)
+                x1 = min(ox * sw - pw + kw, W)
+                best, arg = y[m, oy, ox], argmax[m, oy, ox]
+                first = (y0 * W + x0) * L
+                for lane in range(L):
+                    best[lane] = -np.inf
+                    arg[lane] = first + lane
+                for iy in range(y0, y1):
+                    for ix in range(x0, x1):
+                        values, position = x[m, iy, ix], (iy * W + ix) * L
+                        for lane in range(L):
+                            value = values[lane]
+                            if value > best[lane] or np.isnan(value):
+                                best[lane] = value
+                                arg[lane] = position + lane
+
+
+@njit(cache=True)
 def _gather(t, argmax, out):
     K, M = t.shape[:2]
     for k in range(K):
@@ -65,12 +97,14 @@ def _scatter(g, argmax, out):
 
 
 def maxpool(x, kernel, stride, padding):
-    """``(y, argmax)``, both of shape (M, OH, OW), for planes ``x`` of shape (M, H, W)."""
-    M, H, W = x.shape
+    """``(y, argmax)``, both of shape (M, OH, OW), for planes ``x`` of shape (M, H, W); or both of
+    shape (M, OH, OW, L) for planes of L lanes, ``x`` of shape (M, H, W, L)."""
+    M, H, W = x.shape[:3]
     oh, ow = conv_output_hw((H, W), kernel, stride, padding)
-    y = np.empty((M, oh, ow), x.dtype)
-    argmax = np.empty((M, oh, ow), np.int64)
-    _maxpool(np.ascontiguousarray(x), *kernel, *stride, *padding, y, argmax)
+    y = np.empty((M, oh, ow, *x.shape[3:]), x.dtype)
+    argmax = np.empty(y.shape, np.int64)
+    kernel_of_rank = _maxpool if x.ndim == 3 else _maxpool_lanes
+    kernel_of_rank(np.ascontiguousarray(x), *kernel, *stride, *padding, y, argmax)
     return y, argmax
 
 
@@ -83,16 +117,24 @@ def gather(t, argmax):
     return out.reshape(K, *argmax.shape)
 
 
-def scatter(g, argmax, hw):
-    """``g`` (K, M, OH, OW) summed into planes of shape ``hw`` at ``argmax``: shape (K, M, H, W)."""
+def scatter(g, argmax, plane):
+    """``g`` (K, M, OH, OW) summed into planes of shape ``plane`` (such as (H, W)) at ``argmax``:
+    shape (K, M, *plane). Any output plane shapes do, as for :func:`gather`."""
     K, M = g.shape[:2]
-    out = np.empty((K, M, hw[0] * hw[1]), g.dtype)
+    out = np.empty((K, M, int(np.prod(plane))), g.dtype)
     _scatter(np.ascontiguousarray(g).reshape(K, M, -1), argmax.reshape(M, -1), out)
-    return out.reshape(K, M, *hw)
+    return out.reshape(K, M, *plane)
 
 
 def maxpool_naive(x, kernel, stride, padding):
-    """NumPy twin of :func:`maxpool`: the same scan, one window position at a time for all outputs."""
+    """NumPy twin of :func:`maxpool`: the same scan, one window position at a time for all outputs;
+    lanes as planes of their own."""
+    if x.ndim == 4:
+        M, H, W, L = x.shape
+        y, argmax = maxpool_naive(x.transpose(0, 3, 1, 2).reshape(M * L, H, W), kernel, stride, padding)
+        lanes = np.arange(L)
+        y = y.reshape(M, L, *y.shape[1:]).transpose(0, 2, 3, 1)
+        return y, argmax.reshape(M, L, *argmax.shape[1:]).transpose(0, 2, 3, 1) * L + lanes
     M, H, W = x.shape
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     oh, ow = conv_output_size(H, kh, sh, ph), conv_output_size(W, kw, sw, pw)
@@ -117,10 +159,10 @@ def gather_naive(t, argmax):
     return flat.reshape(K, *argmax.shape)
 
 
-def scatter_naive(g, argmax, hw):
+def scatter_naive(g, argmax, plane):
     """NumPy twin of :func:`scatter`."""
     K, M = g.shape[:2]
-    out = np.zeros((K, M, hw[0] * hw[1]), g.dtype)
+    out = np.zeros((K, M, int(np.prod(plane))), g.dtype)
     k, m, _ = np.indices((K, M, argmax[0].size))
     np.add.at(out, (k, m, np.broadcast_to(argmax.reshape(1, M, -1), k.shape)), g.reshape(K, M, -1))
-    return out.reshape(K, M, *hw)
+    return out.reshape(K, M, *plane)

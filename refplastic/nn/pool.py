@@ -10,6 +10,8 @@ linear, and ``a`` is locally constant in x, so the maps are a gather and its adj
     backward_r  Rgx[p] = sum_{o : a(o) = p} Rgy[o]     (no second-order term: piecewise linear)
 """
 
+import numpy as np
+
 from ..kernels.maxpool import gather, maxpool, scatter
 from .arguments import as_pair
 from .layer import Layer
@@ -40,15 +42,22 @@ class MaxPool2d(Layer):
         return {"kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": list(self.padding)}
 
     def forward(self, x):
-        """``y = x[a]``; the cache is ``(x.shape, a)`` with ``a`` the flat argmax in each plane."""
+        """``y = x[a]``; the cache is ``(x.shape, a, batch_last)`` with ``a`` the flat argmax in each
+        plane. An input lying batch-last in memory (a convolution's output, (C, H, W, N)) is pooled
+        in place, its images as lanes, and the output lies batch-last too; any other is pooled as
+        N C contiguous planes."""
         if x.ndim != 4:
             raise ValueError(f"{self!r} expects input of shape (N, C, H, W), got {x.shape}")
         N, C, H, W = x.shape
         if any(n + 2 * p < k for n, p, k in zip((H, W), self.padding, self.kernel_size)):
             raise ValueError(f"{self!r}: kernel {self.kernel_size} is larger than the padded input "
                              f"{(H + 2 * self.padding[0], W + 2 * self.padding[1])}")
+        batch_last = not x.flags.c_contiguous and x.transpose(1, 2, 3, 0).flags.c_contiguous
+        if batch_last:
+            y, argmax = maxpool(x.transpose(1, 2, 3, 0), self.kernel_size, self.stride, self.padding)
+            return y.transpose(3, 0, 1, 2), (x.shape, argmax, True)
         y, argmax = maxpool(x.reshape(N * C, H, W), self.kernel_size, self.stride, self.padding)
-        return y.reshape(N, C, *y.shape[1:]), (x.shape, argmax)
+        return y.reshape(N, C, *y.shape[1:]), (x.shape, argmax, False)
 
     def backward(self, cache, gy, grads, need_input_grad=True):
         """``gx = scatter(gy)`` to the argmax of each window."""
@@ -60,17 +69,34 @@ class MaxPool2d(Layer):
         """``Ry = Rx[a]``, all K tangents at once."""
         if rx is None:
             return None, None
-        x_shape, argmax = cache
-        K, (N, C, H, W) = rx.shape[0], x_shape
-        ry = gather(rx.reshape(K, N * C, H, W), argmax)
-        return ry.reshape(K, N, C, *argmax.shape[1:]), None
+        x_shape, argmax, batch_last = cache
+        ry = gather(_planes(rx, batch_last), argmax.reshape(argmax.shape[0], -1))
+        return _images(ry, batch_last, x_shape[:2], argmax.shape[1:3]), None
 
     def backward_r(self, cache, rcache, gy, rgy, rgrads, need_input_grad=True):
         """``Rgx = scatter(Rgy)``."""
         return self._scatter(rgy, cache) if need_input_grad else None
 
     def _scatter(self, g, cache):
-        """Tangent-shaped (K, N, C, OH, OW) cotangents scattered back to (K, N, C, H, W)."""
-        (N, C, H, W), argmax = cache
-        K = g.shape[0]
-        return scatter(g.reshape(K, N * C, *argmax.shape[1:]), argmax, (H, W)).reshape(K, N, C, H, W)
+        """Tangent-shaped (K, N, C, OH, OW) cotangents scattered back to (K, N, C, H, W), in the
+        input's memory layout."""
+        x_shape, argmax, batch_last = cache
+        planes = _planes(g, batch_last)
+        gx = scatter(planes, argmax.reshape(argmax.shape[0], -1), (int(np.prod(x_shape)) // argmax.shape[0],))
+        return _images(gx, batch_last, x_shape[:2], x_shape[2:])
+
+
+def _planes(t, batch_last):
+    """Tangents (K, N, C, H, W) as the kernels' planes: (K, C, H W N) batch-last, else (K, N C, H W)."""
+    K, N, C = t.shape[:3]
+    if batch_last:
+        return np.ascontiguousarray(t.transpose(0, 2, 3, 4, 1)).reshape(K, C, -1)
+    return t.reshape(K, N * C, -1)
+
+
+def _images(planes, batch_last, nc, hw):
+    """The inverse of :func:`_planes`: (K, N, C, *hw), a view of batch-last memory if ``batch_last``."""
+    K, (N, C) = planes.shape[0], nc
+    if batch_last:
+        return planes.reshape(K, C, *hw, N).transpose(0, 4, 1, 2, 3)
+    return planes.reshape(K, N, C, *hw)

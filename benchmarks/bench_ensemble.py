@@ -1,0 +1,72 @@
+"""Ensemble speed: E networks trained at once, refplastic's Ensemble against torch's own way.
+
+torch's way is ``torch.func.stack_module_state`` + ``torch.vmap`` over ``torch.func.grad`` of a
+``functional_call`` loss, with one ``torch.optim.Adam`` over the stacked parameters (elementwise,
+so the same as E optimizers, as refplastic's one Adam over ``ens.flat.reshape(-1)``). Workloads:
+E = 10 copies of the MLP 784-256-256-10 (batch 128 each, cross-entropy) and of a small CIFAR-size
+CNN (3x32x32 -> 16c3p1 -> pool -> 32c3p1 -> pool -> 10, batch 64 each); float32 and float64.
+Timing protocol: benchmarks/harness.py.
+
+    python benchmarks/bench_ensemble.py [--threads 2] [--repeats 7] [--markdown] [--only NAME] [--probe]
+"""
+
+import harness
+
+args = harness.parse_args(__doc__.split("\n")[0])
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from refplastic.nn import Adam, Conv2d, Ensemble, Flatten, Linear, MaxPool2d, Network, ReLU, make_loss  # noqa: E402
+
+E = 10
+
+
+def small_cnn_layers():
+    return [Conv2d(3, 16, 3, padding=1), ReLU(), MaxPool2d(2), Conv2d(16, 32, 3, padding=1), ReLU(), MaxPool2d(2),
+            Flatten(), Linear(32 * 8 * 8, 10)]
+
+
+def ensemble_step_pair(make_layers, x_shape, dtype):
+    """Closures doing one Adam step of the whole ensemble in refplastic and in torch."""
+    rng = np.random.default_rng(0)
+    ens = Ensemble([Network(make_layers(), rng, dtype) for _ in range(E)])
+    loss = make_loss("cross_entropy")
+    x = rng.normal(size=(E, *x_shape)).astype(dtype)
+    t = rng.integers(0, 10, size=(E, x_shape[0]))
+    opt = Adam(ens.flat.reshape(-1), lr=1e-4)
+
+    modules = [harness.torch_twin(member) for member in ens.members]
+    params, buffers = torch.func.stack_module_state(modules)
+    topt = torch.optim.Adam(params.values(), lr=1e-4)
+    xt, tt = torch.from_numpy(x), torch.from_numpy(t)
+
+    def member_loss(p, b, xe, te):
+        return torch.nn.functional.cross_entropy(torch.func.functional_call(modules[0], (p, b), (xe,)), te)
+
+    ensemble_grad = torch.vmap(torch.func.grad(member_loss))
+
+    def ours():
+        ens.loss_and_grad(x, t, loss)
+        opt.step(ens.grad.reshape(-1))
+
+    def theirs():
+        grads = ensemble_grad(params, buffers, xt, tt)
+        for name, p in params.items():
+            p.grad = grads[name]
+        topt.step()
+
+    return ours, theirs
+
+
+def workloads():
+    for dtype in (np.float32, np.float64):
+        name = np.dtype(dtype).name
+        yield (f"{E} x MLP 784-256-256-10 Adam step, batch 128", name, lambda d=dtype: ensemble_step_pair(
+            harness.mlp_layers, (128, 784), d), args.repeats, 3)
+        yield (f"{E} x CNN 3x32x32 Adam step, batch 64", name, lambda d=dtype: ensemble_step_pair(
+            small_cnn_layers, (64, 3, 32, 32), d), args.repeats, 3)
+
+
+if __name__ == "__main__":
+    harness.run(workloads(), args)
