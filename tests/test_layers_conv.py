@@ -6,7 +6,7 @@ import torch
 from oracle import check_layer, check_network
 
 from refplastic.nn import Flatten, Linear, MSELoss, Network, ReLU
-from refplastic.nn.conv import Conv2d, Im2col, SpaceToDepth
+from refplastic.nn.conv import Conv2d, Im2col, SpaceToDepth, weight_product
 from refplastic.nn.pool import MaxPool2d
 
 DTYPES = [np.float64, np.float32]
@@ -260,3 +260,10 @@ def test_maxpool2d_rejects_unsupported_arguments(kwargs, match):
 def test_bad_input_shapes(layer, x_shape, match):
     with pytest.raises(ValueError, match=match):
         layer.forward(np.zeros(x_shape))
+
+
+@pytest.mark.parametrize("rows,depth", [(4, 18), (18, 4), (5, 5)])
+def test_weight_product_is_g_times_lowered_transposed_in_either_orientation(rows, depth):
+    rng = np.random.default_rng(0)
+    g, lowered = rng.normal(size=(rows, 40)), rng.normal(size=(depth, 40))
+    np.testing.assert_allclose(weight_product(g, lowered), g @ lowered.T, rtol=1e-13)
