@@ -1,8 +1,10 @@
 """Ensemble speed: E networks trained at once, refplastic's Ensemble against torch's own way.
 
-torch's way is ``torch.func.stack_module_state`` + ``torch.vmap`` over ``torch.func.grad`` of a
-``functional_call`` loss, with one ``torch.optim.Adam`` over the stacked parameters (elementwise,
-so the same as E optimizers, as refplastic's one Adam over ``ens.flat.reshape(-1)``). Workloads:
+torch is timed two ways: ``torch.func.stack_module_state`` + ``torch.vmap`` over
+``torch.func.grad`` of a ``functional_call`` loss, with one ``torch.optim.Adam`` over the stacked
+parameters ("vmap"); and a Python loop over the E modules, each with its own backward, then one
+``torch.optim.Adam`` over all their parameters ("loop"). Adam is elementwise, so either is E
+optimizers, as refplastic's one Adam over ``ens.flat.reshape(-1)`` is. Workloads:
 E = 10 copies of the MLP 784-256-256-10 (batch 128 each, cross-entropy) and of a small CIFAR-size
 CNN (3x32x32 -> 16c3p1 -> pool -> 32c3p1 -> pool -> 10, batch 64 each); float32 and float64.
 Timing protocol: benchmarks/harness.py.
@@ -27,8 +29,9 @@ def small_cnn_layers():
             Flatten(), Linear(32 * 8 * 8, 10)]
 
 
-def ensemble_step_pair(make_layers, x_shape, dtype):
-    """Closures doing one Adam step of the whole ensemble in refplastic and in torch."""
+def ensemble_step_pair(make_layers, x_shape, dtype, torch_way):
+    """Closures doing one Adam step of the whole ensemble in refplastic and in torch (``torch_way``
+    "vmap" or "loop")."""
     rng = np.random.default_rng(0)
     ens = Ensemble([Network(make_layers(), rng, dtype) for _ in range(E)])
     loss = make_loss("cross_entropy")
@@ -56,16 +59,25 @@ def ensemble_step_pair(make_layers, x_shape, dtype):
             p.grad = grads[name]
         topt.step()
 
-    return ours, theirs
+    loop_opt = torch.optim.Adam([p for module in modules for p in module.parameters()], lr=1e-4)
+
+    def theirs_looped():
+        loop_opt.zero_grad()
+        for module, xe, te in zip(modules, xt, tt):
+            torch.nn.functional.cross_entropy(module(xe), te).backward()
+        loop_opt.step()
+
+    return ours, theirs if torch_way == "vmap" else theirs_looped
 
 
 def workloads():
     for dtype in (np.float32, np.float64):
         name = np.dtype(dtype).name
-        yield (f"{E} x MLP 784-256-256-10 Adam step, batch 128", name, lambda d=dtype: ensemble_step_pair(
-            harness.mlp_layers, (128, 784), d), args.repeats, 3)
-        yield (f"{E} x CNN 3x32x32 Adam step, batch 64", name, lambda d=dtype: ensemble_step_pair(
-            small_cnn_layers, (64, 3, 32, 32), d), args.repeats, 3)
+        for way in ("vmap", "loop"):
+            yield (f"{E} x MLP 784-256-256-10 Adam step, batch 128, torch {way}", name,
+                   lambda d=dtype, w=way: ensemble_step_pair(harness.mlp_layers, (128, 784), d, w), args.repeats, 3)
+            yield (f"{E} x CNN 3x32x32 Adam step, batch 64, torch {way}", name,
+                   lambda d=dtype, w=way: ensemble_step_pair(small_cnn_layers, (64, 3, 32, 32), d, w), args.repeats, 3)
 
 
 if __name__ == "__main__":
