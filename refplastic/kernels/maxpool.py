@@ -28,17 +28,21 @@ from numba import njit
 from .im2col import conv_output_hw, conv_output_size
 
 
+@njit(inline="always")
+def _window(o, stride, padding, kernel, size):
+    """``(start, stop)``: the rows (or columns) of output position ``o``'s window inside the image."""
+    return max(o * stride - padding, 0), min(o * stride - padding + kernel, size)
+
+
 @njit(cache=True)
 def _maxpool(x, kh, kw, sh, sw, ph, pw, y, argmax):
     M, H, W = x.shape
     OH, OW = y.shape[1:]
     for m in range(M):
         for oy in range(OH):
-            y0 = max(oy * sh - ph, 0)
-            y1 = min(oy * sh - ph + kh, H)
+            y0, y1 = _window(oy, sh, ph, kh, H)
             for ox in range(OW):
-                x0 = max(ox * sw - pw, 0)
-                x1 = min(ox * sw - pw + kw, W)
+                x0, x1 = _window(ox, sw, pw, kw, W)
                 best = -np.inf
                 arg = y0 * W + x0
                 for iy in range(y0, y1):
@@ -57,11 +61,9 @@ def _maxpool_lanes(x, kh, kw, sh, sw, ph, pw, y, argmax):
     OH, OW = y.shape[1:3]
     for m in range(M):
         for oy in range(OH):
-            y0 = max(oy * sh - ph, 0)
-            y1 = min(oy * sh - ph + kh, H)
+            y0, y1 = _window(oy, sh, ph, kh, H)
             for ox in range(OW):
-                x0 = max(ox * sw - pw, 0)
-                x1 = min(ox * sw - pw + kw, W)
+                x0, x1 = _window(ox, sw, pw, kw, W)
                 best, arg = y[m, oy, ox], argmax[m, oy, ox]
                 first = (y0 * W + x0) * L
                 for lane in range(L):
