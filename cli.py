@@ -295,8 +295,9 @@ def stats(network, data, loss, examples, names, init_network, seed, out):
     from refplastic.stats import compute_statistics, format_statistics, needing_init, write_statistics_h5
 
     _distinct_output(out, "--out", {"NETWORK": network, "--data": data, "--init": init_network})
-    if init_network is None and needing_init(names):
-        raise click.UsageError(f"{', '.join(needing_init(names))} need(s) --init FILE, the network at initialisation")
+    missing_init = needing_init(names) if init_network is None else []
+    if missing_init:
+        raise click.UsageError(f"{', '.join(missing_init)} need(s) --init FILE, the network at initialisation")
     net, x, t, loss = _network_and_batch(network, data, loss, examples)
     init_net = load_network(init_network, like=net) if init_network is not None else None
     values = compute_statistics(net, x, t, loss, names, init_net=init_net, seed=seed)

@@ -29,6 +29,41 @@ def small_cnn_layers():
             Flatten(), Linear(32 * 8 * 8, 10)]
 
 
+def torch_vmap_step(modules, xt, tt):
+    """One Adam step of ``modules`` in torch, with vmap over their stacked parameters."""
+    params, buffers = torch.func.stack_module_state(modules)
+    opt = torch.optim.Adam(params.values(), lr=1e-4)
+
+    def member_loss(p, b, xe, te):
+        return torch.nn.functional.cross_entropy(torch.func.functional_call(modules[0], (p, b), (xe,)), te)
+
+    ensemble_grad = torch.vmap(torch.func.grad(member_loss))
+
+    def step():
+        grads = ensemble_grad(params, buffers, xt, tt)
+        for name, p in params.items():
+            p.grad = grads[name]
+        opt.step()
+
+    return step
+
+
+def torch_loop_step(modules, xt, tt):
+    """One Adam step of ``modules`` in torch, a backward per module."""
+    opt = torch.optim.Adam([p for module in modules for p in module.parameters()], lr=1e-4)
+
+    def step():
+        opt.zero_grad()
+        for module, xe, te in zip(modules, xt, tt):
+            torch.nn.functional.cross_entropy(module(xe), te).backward()
+        opt.step()
+
+    return step
+
+
+TORCH_WAYS = {"vmap": torch_vmap_step, "loop": torch_loop_step}
+
+
 def ensemble_step_pair(make_layers, x_shape, dtype, torch_way):
     """Closures doing one Adam step of the whole ensemble in refplastic and in torch (``torch_way``
     "vmap" or "loop")."""
@@ -39,41 +74,18 @@ def ensemble_step_pair(make_layers, x_shape, dtype, torch_way):
     t = rng.integers(0, 10, size=(E, x_shape[0]))
     opt = Adam(ens.flat.reshape(-1), lr=1e-4)
 
-    modules = [harness.torch_twin(member) for member in ens.members]
-    params, buffers = torch.func.stack_module_state(modules)
-    topt = torch.optim.Adam(params.values(), lr=1e-4)
-    xt, tt = torch.from_numpy(x), torch.from_numpy(t)
-
-    def member_loss(p, b, xe, te):
-        return torch.nn.functional.cross_entropy(torch.func.functional_call(modules[0], (p, b), (xe,)), te)
-
-    ensemble_grad = torch.vmap(torch.func.grad(member_loss))
-
     def ours():
         ens.loss_and_grad(x, t, loss)
         opt.step(ens.grad.reshape(-1))
 
-    def theirs():
-        grads = ensemble_grad(params, buffers, xt, tt)
-        for name, p in params.items():
-            p.grad = grads[name]
-        topt.step()
-
-    loop_opt = torch.optim.Adam([p for module in modules for p in module.parameters()], lr=1e-4)
-
-    def theirs_looped():
-        loop_opt.zero_grad()
-        for module, xe, te in zip(modules, xt, tt):
-            torch.nn.functional.cross_entropy(module(xe), te).backward()
-        loop_opt.step()
-
-    return ours, theirs if torch_way == "vmap" else theirs_looped
+    modules = [harness.torch_twin(member) for member in ens.members]
+    return ours, TORCH_WAYS[torch_way](modules, torch.from_numpy(x), torch.from_numpy(t))
 
 
 def workloads():
     for dtype in (np.float32, np.float64):
         name = np.dtype(dtype).name
-        for way in ("vmap", "loop"):
+        for way in TORCH_WAYS:
             yield (f"{E} x MLP 784-256-256-10 Adam step, batch 128, torch {way}", name,
                    lambda d=dtype, w=way: ensemble_step_pair(harness.mlp_layers, (128, 784), d, w), args.repeats, 3)
             yield (f"{E} x CNN 3x32x32 Adam step, batch 64, torch {way}", name,

@@ -31,6 +31,13 @@ import numpy as np
 from .network import Network
 
 
+def _checked_size(size):
+    """``size`` if it is an integer >= 1 (a number of members), else a ValueError."""
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"ensemble size must be an integer >= 1, got {size!r}")
+    return size
+
+
 class Ensemble:
     """Independent copies of ``networks`` (same architecture and dtype), bound to stacked storage."""
 
@@ -58,17 +65,13 @@ class Ensemble:
     def from_architecture(cls, architecture, size, rng, dtype=np.float64):
         """``size`` members built from ``architecture``, initialised one after another from ``rng``
         (member 0 first), as ``size`` calls of ``Network.from_architecture`` would be."""
-        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-            raise ValueError(f"ensemble size must be an integer >= 1, got {size!r}")
-        return cls([Network.from_architecture(architecture, rng, dtype) for _ in range(size)])
+        return cls([Network.from_architecture(architecture, rng, dtype) for _ in range(_checked_size(size))])
 
     @classmethod
     def copies(cls, net, size):
         """``size`` identical copies of ``net`` (parameters, buffers, mode): the probe copies of a
         network, to be trained apart from here on."""
-        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-            raise ValueError(f"ensemble size must be an integer >= 1, got {size!r}")
-        return cls([net] * size)
+        return cls([net] * _checked_size(size))
 
     @property
     def size(self):
