@@ -68,8 +68,11 @@ def test_resume_from_a_foreign_file_is_one_line(tmp_path):
     bad = tmp_path / "bad.h5"
     bad.write_text("hello")
     out = run("train", "--steps", "5", "--checkpoint", str(bad))
-    assert out.returncode == 1 and "Traceback" not in out.stderr
-    assert out.stderr.strip().splitlines()[-1] == f"Error: not a readable HDF5 file: {bad}"
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [
+        f"Error: Invalid value for '--checkpoint': {bad} exists and is a file refplastic did not write, "
+        f"not a refplastic checkpoint file to resume from; give another path"]
+    assert bad.read_text() == "hello"
 
 
 @pytest.fixture(scope="module")
