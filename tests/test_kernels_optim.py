@@ -54,10 +54,11 @@ def test_sgd_kernel(momentum, dampening, nesterov, weight_decay, size, dtype):
 @pytest.mark.parametrize("betas", [(0.9, 0.999), (0.3, 0.6)])
 @pytest.mark.parametrize("weight_decay,decoupled", [(0.0, False), (0.1, False), (0.1, True)])
 @pytest.mark.parametrize("amsgrad", [False, True])
-def test_adam_kernel(betas, weight_decay, decoupled, amsgrad, size, dtype):
+@pytest.mark.parametrize("eps_root", [0.0, 1e-3])
+def test_adam_kernel(betas, weight_decay, decoupled, amsgrad, eps_root, size, dtype):
     buffers = ["exp_avg", "exp_avg_sq", "max_exp_avg_sq" if amsgrad else None]
     run_both(adam_step, adam_step_naive, buffers,
-             lambda step: (step, 0.01, *betas, 1e-8, weight_decay, decoupled, amsgrad), dtype, size)
+             lambda step: (step, 0.01, *betas, 1e-8, weight_decay, decoupled, amsgrad, eps_root), dtype, size)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -147,8 +147,8 @@ def test_state_dict_is_a_copy():
     state = opt.state_dict()
     state["exp_avg"][:] = 7.0
     assert not np.any(opt.buffers["exp_avg"] == 7.0)
-    assert list(state) == ["optimizer", "lr", "betas", "eps", "weight_decay", "amsgrad", "step", "exp_avg",
-                           "exp_avg_sq"]
+    assert list(state) == ["optimizer", "lr", "betas", "eps", "weight_decay", "amsgrad", "eps_root", "step",
+                           "exp_avg", "exp_avg_sq"]
 
 
 @pytest.mark.parametrize("name,config", STATEFUL, ids=STATEFUL_IDS)
@@ -196,7 +196,7 @@ def test_changing_hyperparameters():
 
 def test_repr():
     assert repr(AdamW(np.zeros(3, np.float32))) == ("AdamW(lr=0.001, betas=(0.9, 0.999), eps=1e-08, weight_decay=0.01, "
-                                                   "amsgrad=False; 3 float32 parameters, step 0)")
+                                                   "amsgrad=False, eps_root=0.0; 3 float32 parameters, step 0)")
 
 
 def test_make_optimizer():
@@ -281,5 +281,32 @@ def test_defaults_are_torchs():
         mine = inspect.signature(ours.__init__).parameters
         reference = inspect.signature(theirs.__init__).parameters
         for name, parameter in mine.items():
-            if name not in ("self", "params"):
+            if name not in ("self", "params", "eps_root"):  # eps_root: optax's, torch has none (0 is torch's Adam)
                 assert parameter.default == reference[name].default, (ours.__name__, name)
+        if "eps_root" in mine:
+            assert mine["eps_root"].default == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_adam_eps_root_is_the_papers_equation_6(dtype):
+    """u = lr m_hat / (sqrt(v_hat + eps_root) + eps), m_hat = m / (1 - beta1^t), v_hat = v / (1 - beta2^t)
+    (Lyle et al. 2023, eq. 6; optax's adam(eps_root=...)), computed here in float64 from its definition."""
+    rng = np.random.default_rng(3)
+    p0, grads = rng.normal(size=20), rng.normal(size=(4, 20)) * 1e-3
+    lr, beta1, beta2, eps, eps_root = 1e-3, 0.9, 0.9, 1e-9, 1e-3
+    opt = Adam(p0.astype(dtype), lr=lr, betas=(beta1, beta2), eps=eps, eps_root=eps_root)
+    p, m, v = p0.copy(), np.zeros(20), np.zeros(20)
+    for t, g in enumerate(grads, start=1):
+        opt.step(g.astype(dtype))
+        m, v = beta1 * m + (1 - beta1) * g, beta2 * v + (1 - beta2) * g * g
+        p = p - lr * (m / (1 - beta1**t)) / (np.sqrt(v / (1 - beta2**t) + eps_root) + eps)
+    np.testing.assert_allclose(opt.params, p, rtol=1e-12 if dtype == np.float64 else 1e-5, atol=0)
+
+
+def test_an_adam_state_saved_before_eps_root_loads_as_torchs():
+    opt = Adam(np.zeros(3))
+    state = opt.state_dict()
+    del state["eps_root"]
+    fresh = Adam(np.zeros(3), eps_root=0.5)
+    fresh.load_state_dict(state)
+    assert fresh.eps_root == 0.0

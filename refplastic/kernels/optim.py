@@ -101,7 +101,7 @@ def sgd_step_naive(params, grad, momentum_buffer, step, lr, momentum, dampening,
 
 # ---- Adam and AdamW ------------------------------------------------------------------------------
 def adam_step(params, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
-              decoupled_weight_decay, amsgrad):
+              decoupled_weight_decay, amsgrad, eps_root=0.0):
     """One Adam step (AdamW with ``decoupled_weight_decay``); ``step`` counts steps including this one.
 
         p = p (1 - lr weight_decay)            if decoupled_weight_decay
@@ -109,22 +109,27 @@ def adam_step(params, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1
         m = lerp(m, g, 1 - beta1)              = beta1 m + (1 - beta1) g
         v = beta2 v + (1 - beta2) g^2
         v_max = max(v_max, v)                  only if amsgrad; then v_max replaces v below
-        p = p - lr / (1 - beta1^step) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps)
+        p = p - lr / (1 - beta1^step) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps)                if eps_root = 0
+        p = p - lr / (1 - beta1^step) * m / (sqrt(v / (1 - beta2^step) + eps_root) + eps)       otherwise
+
+    ``eps_root`` is the epsilon inside the square root of Lyle et al. (2023, eq. 6, their eps-bar)
+    and optax's ``adam(eps_root=...)``; torch has none, and with 0 the arithmetic is torch's.
     """
     _check_like_params(params, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq,
                        **({"max_exp_avg_sq": max_exp_avg_sq} if amsgrad else {}))
     dt = params.dtype.type
     bias_correction1 = 1 - beta1**step
-    bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+    bias_correction2 = 1 - beta2**step
     _adam_kernel(params, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, dt(1 - lr * weight_decay), dt(weight_decay),
                  decoupled_weight_decay, *_lerp_from(1 - beta1, dt), dt(beta2), dt(1 - beta2),
-                 dt(bias_correction2_sqrt), dt(eps), dt(-lr / bias_correction1), amsgrad)
+                 dt(bias_correction2 ** 0.5), dt(bias_correction2), dt(eps), dt(eps_root), dt(-lr / bias_correction1),
+                 amsgrad)
 
 
 @_fused_kernel
 def _adam_kernel(params, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, decay_factor, weight_decay, decoupled,
-                 m_from_end, m_coefficient, beta2, one_minus_beta2, bias_correction2_sqrt, eps, neg_step_size,
-                 amsgrad):
+                 m_from_end, m_coefficient, beta2, one_minus_beta2, bias_correction2_sqrt, bias_correction2, eps,
+                 eps_root, neg_step_size, amsgrad):
     for i in range(params.size):
         p = params[i]
         g = grad[i]
@@ -140,11 +145,15 @@ def _adam_kernel(params, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, decay_factor
         if amsgrad:
             v = max(max_exp_avg_sq[i], v)
             max_exp_avg_sq[i] = v
-        params[i] = p + neg_step_size * m / (math.sqrt(v) / bias_correction2_sqrt + eps)
+        if eps_root == 0:
+            denominator = math.sqrt(v) / bias_correction2_sqrt + eps
+        else:
+            denominator = math.sqrt(v / bias_correction2 + eps_root) + eps
+        params[i] = p + neg_step_size * m / denominator
 
 
 def adam_step_naive(params, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay,
-                    decoupled_weight_decay, amsgrad):
+                    decoupled_weight_decay, amsgrad, eps_root=0.0):
     """NumPy twin of :func:`adam_step`."""
     dt = params.dtype.type
     g = grad
@@ -157,12 +166,14 @@ def adam_step_naive(params, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr,
     exp_avg_sq *= dt(beta2)
     exp_avg_sq += dt(1 - beta2) * g * g
     bias_correction1 = 1 - beta1**step
-    bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+    bias_correction2 = 1 - beta2**step
     if amsgrad:
         np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-        denom = np.sqrt(max_exp_avg_sq) / dt(bias_correction2_sqrt) + dt(eps)
+    v = max_exp_avg_sq if amsgrad else exp_avg_sq
+    if eps_root == 0:
+        denom = np.sqrt(v) / dt(bias_correction2 ** 0.5) + dt(eps)
     else:
-        denom = np.sqrt(exp_avg_sq) / dt(bias_correction2_sqrt) + dt(eps)
+        denom = np.sqrt(v / dt(bias_correction2) + dt(eps_root)) + dt(eps)
     params += dt(-lr / bias_correction1) * exp_avg / denom
 
 

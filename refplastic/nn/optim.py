@@ -43,6 +43,7 @@ class Optimizer:
 
     name = None
     hyperparameter_types = {}
+    defaults_of_older_states = {}  # hyperparameters added later: their value when a saved state lacks them
 
     def __init__(self, params, **hyperparameters):
         if not isinstance(params, np.ndarray) or params.ndim != 1 or params.dtype not in (np.float32, np.float64):
@@ -97,6 +98,7 @@ class Optimizer:
         Values may be numpy scalars or 0-d arrays (as read back from npz or HDF5). Everything is
         validated before anything changes; mismatches raise ValueError.
         """
+        state = {**self.defaults_of_older_states, **state}
         name = np.asarray(state.get("optimizer", "")).item()
         name = name.decode() if isinstance(name, bytes) else str(name)  # h5py reads strings as bytes
         if name != self.name:
@@ -172,21 +174,28 @@ class Adam(Optimizer):
         m = beta1 m + (1 - beta1) g                (as torch: m.lerp_(g, 1 - beta1))
         v = beta2 v + (1 - beta2) g^2
         v_max = max(v_max, v)                      if amsgrad, and v_max replaces v below
-        p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+        p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)               (eps_root = 0)
+        p = p - lr / (1 - beta1^t) * m / (sqrt(v / (1 - beta2^t) + eps_root) + eps)      (otherwise)
 
+    ``eps_root`` (default 0: torch's Adam, which has no such term) is the epsilon inside the square
+    root, eps-bar in Lyle et al. (2023, eq. 6) and ``eps_root`` in optax.
     State: ``step`` (t), ``exp_avg`` (m), ``exp_avg_sq`` (v), ``max_exp_avg_sq`` (only if amsgrad).
     """
 
     name = "adam"
-    hyperparameter_types = {"lr": float, "betas": _as_betas, "eps": float, "weight_decay": float, "amsgrad": bool}
+    hyperparameter_types = {"lr": float, "betas": _as_betas, "eps": float, "weight_decay": float, "amsgrad": bool,
+                            "eps_root": float}
+    defaults_of_older_states = {"eps_root": 0.0}
     decoupled_weight_decay = False
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, eps_root=0.0):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                         eps_root=eps_root)
 
     def check(self, h):
         _check(h["lr"] >= 0, f"Invalid learning rate: {h['lr']}")
         _check(h["eps"] >= 0, f"Invalid epsilon value: {h['eps']}")
+        _check(h["eps_root"] >= 0, f"Invalid eps_root value: {h['eps_root']}")
         for i, beta in enumerate(h["betas"]):
             _check(0 <= beta < 1, f"Invalid beta parameter at index {i}: {beta}")
         _check(h["weight_decay"] >= 0, f"Invalid weight_decay value: {h['weight_decay']}")
@@ -198,7 +207,7 @@ class Adam(Optimizer):
         beta1, beta2 = self.betas
         adam_step(self.params, grad, self.buffers["exp_avg"], self.buffers["exp_avg_sq"],
                   self._buffer("max_exp_avg_sq"), self.step_count, self.lr, beta1, beta2, self.eps,
-                  self.weight_decay, self.decoupled_weight_decay, self.amsgrad)
+                  self.weight_decay, self.decoupled_weight_decay, self.amsgrad, self.eps_root)
 
 
 class AdamW(Adam):
@@ -217,8 +226,9 @@ class AdamW(Adam):
     name = "adamw"
     decoupled_weight_decay = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, eps_root=0.0):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                         eps_root=eps_root)
 
 
 class RMSprop(Optimizer):
