@@ -1,0 +1,216 @@
+"""One dataclass holds every setting of a plasticity run, each beside where its value comes from.
+
+A run is Lyle et al. (2023)'s protocol (sections 3.1, 3.2, 5.1, 6.2; appendix A): a DQN agent on
+a classification MDP (or a supervised memorisation task), probed every ``probe_every`` optimiser
+steps for how well copies of its network fit new random targets. Where the paper states a value,
+the comment cites it; where it is silent, the comment says "choice" and why (docs/protocol.md
+collects them). Three presets: ``paper`` (the paper's values), ``laptop`` (one run in at most
+five minutes on one core of a 2-core machine, sized so the probe loss still rises without an
+intervention: results/plasticity-laptop.md says how that was checked) and ``smoke`` (a complete
+run through every part in seconds, for tests).
+
+``--set FIELD=VALUE`` (:func:`with_overrides`) changes any field after the preset; every value is
+checked in :meth:`RunConfig.__post_init__`, a bad one raising :class:`ConfigError` naming the field.
+"""
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+
+TASKS = ("easy", "hard", "sparse", "memorise")
+ARCHITECTURES = ("mlp", "cnn")
+TD_LOSSES = ("mse", "huber")
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+DTYPES = ("float64", "float32")
+
+INTERVENTIONS = {
+    "layernorm": "LayerNorm after every hidden convolution and linear layer (sec. 6.2)",
+    "reset_last_layer": "re-initialise the last layer at every target update (sec. 6.2; Nikishin et al. 2022)",
+    "shrink_and_perturb": "theta <- shrink theta + perturb theta_fresh at every target update (Ash & Adams 2020)",
+    "twohot": "a categorical value head over a fixed support, trained by cross-entropy to two-hot targets (sec. 6.2)",
+    "spectral_norm": "spectral normalisation of the first linear layer (sec. 6.2; Gogianu et al. 2021)",
+    "weight_decay": "an l2 penalty weight_decay * theta added to the gradient (sec. 6.2)",
+    "reset_optimizer": "reset the optimiser's state at every target update (sec. 4.1)",
+    "redo": "re-initialise tau-dormant units every redo_period steps (Sokar et al. 2023)",
+    "continual_backprop": "replace low-utility units continually (Dohare et al. 2024)",
+    "brownian": "step in a Gaussian direction of the optimiser step's norm (sec. 4.2's random walk)",
+}
+"""Every intervention a run can apply (several at once), with what it does; the functions are in
+:mod:`refplastic.plasticity.interventions` and the run loop applies them."""
+
+
+class ConfigError(ValueError):
+    """A bad field: ``field`` and ``problem`` kept apart so a front end can name its own spelling."""
+
+    def __init__(self, field_name, problem):
+        super().__init__(f"{field_name}: {problem}")
+        self.field, self.problem = field_name, problem
+
+
+@dataclass
+class RunConfig:
+    # ---- the experiment: task, data, network, interventions ------------------------------------
+    seed: int = 0
+    task: str = "hard"                 # easy (true-label), hard (random-label), sparse: sec. 3.2; memorise: sec. 4.1
+    data: str = "builtin"              # builtin | mnist:DIR | cifar10:DIR (docs/data.md); the paper: MNIST, CIFAR-10
+    data_examples: int = 0             # use the first this many training images (0: all); choice, for speed
+    arch: str = "mlp"                  # mlp | cnn: appendix A.2
+    width: int = 512                   # MLP: two hidden layers of this width (A.2; width sweep 16 x {1,2,4,8,12,16})
+    cnn_channels: int = 64             # CNN: conv 5x5 and conv 3x3, 64 channels each (A.2)
+    cnn_hidden: int = 256              # CNN: two fully connected layers of 256 (A.2)
+    intervention: tuple = ()           # names from INTERVENTIONS, composable ("layernorm", "weight_decay", ...): sec. 6.2
+    dtype: str = "float64"             # the reference dtype; float32 where asked
+    # ---- the agent (appendix A.2: the same agent structure as the Atari one of A.3) ------------
+    optimizer: str = "adam"            # choice: the paper's only stated Adam setting (A.1) for its MDP agents too
+    lr: float = 1e-3                   # A.1
+    beta1: float = 0.9                 # A.1
+    beta2: float = 0.999               # A.1 (figure 1's tuned run: 0.9)
+    eps: float = 1e-9                  # A.1
+    eps_root: float = 0.0              # A.1's eps-bar inside the square root (figure 1's tuned run: 1e-3)
+    batch_size: int = 512              # sec. 4.2 and A.1: "k = 512 equal to the batch size used for training"
+    replay_capacity: int = 100_000     # A.3 (Atari, "the same agent structure", A.2)
+    learning_starts: int = 1000        # choice: transitions gathered before the first step (DQN Zoo: 50k frames)
+    epsilon: float = 0.1               # A.3: epsilon-greedy with epsilon = 0.1
+    discount: float = 0.99             # choice: DQN Zoo's and Mnih et al. (2015)'s gamma; the paper does not say
+    target_update_period: int = 1000   # sec. 5.1 and 6.2 (A.2 says 10,000; figure 5 sweeps 1, 100, 1000)
+    td_loss: str = "mse"               # eq. 1: the squared TD error; huber as DQN Zoo's alternative
+    double_q: bool = False             # sec. 5.1: DQN; Double DQN (van Hasselt et al. 2016) on request
+    train_steps: int = 100_000         # sec. 6.2: 100 iterations of 1000 steps
+    memorise_examples: int = 5000      # A.1: 5000 MNIST images with random labels
+    memorise_period: int = 5000        # choice: optimiser steps between re-drawn labels (A.1 does not say)
+    # ---- probes (sec. 3.1, 5.1, A.2) --------------------------------------------------------
+    probe_every: int = 5000            # sec. 5.1 and A.2
+    probe_targets: int = 10            # sec. 5.1: "sampling 10 different random functions"
+    probe_steps: int = 2000            # sec. 3.1 and 5.1
+    probe_examples: int = 512          # choice: replay inputs per probe, the k = 512 of sec. 4.2
+    probe_batch_size: int = 512        # choice: the training batch size ("the optimizer O will be identical")
+    probe_copies_optimizer_state: bool = False  # choice: the probe's optimiser starts fresh (the paper does not say)
+    probe_log_every: int = 100         # learning-curve resolution of each probe (figure 4)
+    # ---- statistics and curvature at probe points (sec. 4.2, 5.2) ---------------------------
+    statistics: bool = True            # refplastic.stats' default set on the probe inputs
+    hessian_top_k: int = 0             # >0: the top k Hessian eigenvalues by Lanczos (sec. 2.1, 4.2)
+    hessian_density: bool = False      # the SLQ density of the Hessian (Ghorbani et al. 2019; A.1)
+    gradient_cosine_examples: int = 0  # >0: the per-example gradient cosine matrix, k-means ordered (sec. 2.1, A.1)
+    # ---- intervention coefficients -----------------------------------------------------------
+    weight_decay: float = 1e-5         # sec. 6.2: "l2 penalty coefficient 10^-5"
+    shrink: float = 0.4                # see refplastic.plasticity.interventions (Ash & Adams 2020)
+    perturb: float = 0.1               # see refplastic.plasticity.interventions (Ash & Adams 2020)
+    redo_tau: float = 0.1              # ReDo's tau for value-based agents (Sokar et al. 2023)
+    redo_period: int = 1000            # ReDo applied every this many optimiser steps (Sokar et al. 2023)
+    twohot_bins: int = 51              # see refplastic.plasticity.twohot
+    twohot_low: float = 0.0            # support of the two-hot head: [low, high]
+    twohot_high: float = 100.0         # 1 / (1 - discount): the largest value of a reward in {0, 1}
+    # ---- bookkeeping ---------------------------------------------------------------------------
+    checkpoint_every: int = 5000       # optimiser steps between checkpoints (and at every probe point)
+
+    def __post_init__(self):
+        _check_types(self)
+        self.intervention = _interventions(self.intervention)
+        for name, allowed in (("task", TASKS), ("arch", ARCHITECTURES), ("td_loss", TD_LOSSES),
+                              ("optimizer", OPTIMIZERS), ("dtype", DTYPES)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(name, f"must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name in ("width", "cnn_channels", "cnn_hidden", "batch_size", "replay_capacity", "target_update_period",
+                     "train_steps", "memorise_examples", "memorise_period", "probe_every", "probe_targets",
+                     "probe_steps", "probe_examples", "probe_batch_size", "probe_log_every", "redo_period",
+                     "checkpoint_every"):
+            _at_least(self, name, 1)
+        for name in ("seed", "data_examples", "learning_starts", "hessian_top_k", "gradient_cosine_examples"):
+            _at_least(self, name, 0)
+        _at_least(self, "twohot_bins", 2)
+        for name in ("lr", "eps", "eps_root", "weight_decay", "perturb", "redo_tau"):
+            _finite(self, name, low=0)
+        _finite(self, "lr", low=0, strict=True)
+        for name in ("beta1", "beta2", "discount"):
+            _finite(self, name, low=0, high=1, high_open=True)
+        for name in ("epsilon", "shrink"):
+            _finite(self, name, low=0, high=1)
+        _finite(self, "twohot_low")
+        _finite(self, "twohot_high")
+        if not self.twohot_low < self.twohot_high:
+            raise ConfigError("twohot_high", f"must be above twohot_low = {self.twohot_low}, got {self.twohot_high}")
+        if self.probe_batch_size > self.probe_examples:
+            raise ConfigError("probe_batch_size", f"{self.probe_batch_size} is more than the {self.probe_examples} "
+                                                  f"probe examples")
+        if self.gradient_cosine_examples > self.probe_examples:
+            raise ConfigError("gradient_cosine_examples", f"{self.gradient_cosine_examples} is more than the "
+                                                          f"{self.probe_examples} probe examples")
+        if self.task != "memorise" and self.learning_starts < self.probe_examples:
+            raise ConfigError("learning_starts", f"{self.learning_starts} transitions cannot give the "
+                                                 f"{self.probe_examples} probe examples the first probe needs")
+        if self.task == "memorise" and "twohot" in self.intervention:
+            raise ConfigError("intervention", "twohot is a value head: it does not apply to the memorise task")
+
+    # ---- JSON -------------------------------------------------------------------------------------
+    def to_json(self):
+        return {**dataclasses.asdict(self), "intervention": list(self.intervention)}
+
+    @classmethod
+    def from_json(cls, values):
+        """The config :meth:`to_json` wrote; a ValueError names a missing, unknown or bad field."""
+        if not isinstance(values, dict):
+            raise ValueError(f"expected a JSON object, got {type(values).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing, unknown = sorted(names - set(values)), sorted(set(values) - names)
+        if missing or unknown:
+            raise ValueError(f"missing fields {missing}, unknown fields {unknown}")
+        return cls(**{**values, "intervention": tuple(values["intervention"])
+                      if isinstance(values["intervention"], list) else values["intervention"]})
+
+    def describe(self):
+        """``FIELD = VALUE`` lines, one per field, in declaration order (``--show-config``)."""
+        width = max(len(f.name) for f in dataclasses.fields(self))
+        return "\n".join(f"{f.name:<{width}} = {_text(getattr(self, f.name))}" for f in dataclasses.fields(self))
+
+
+def _text(value):
+    return ",".join(value) if isinstance(value, tuple) else json.dumps(value)
+
+
+def _check_types(config):
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        kind = type(f.default)
+        if kind is bool:
+            ok = isinstance(value, bool)
+        elif kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if ok:
+                setattr(config, f.name, float(value))
+        elif kind is tuple:
+            ok = isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value)
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            raise ConfigError(f.name, f"must be {_kind_name(kind)}, got {value!r}")
+
+
+def _kind_name(kind):
+    return {bool: "true or false", int: "an integer", float: "a number", tuple: "a list of names",
+            str: "a string"}[kind]
+
+
+def _interventions(names):
+    names = tuple(dict.fromkeys(n.strip() for n in names if n.strip() and n.strip() != "none"))
+    unknown = [n for n in names if n not in INTERVENTIONS]
+    if unknown:
+        raise ConfigError("intervention", f"unknown {', '.join(map(repr, unknown))}; "
+                                          f"choose from none, {', '.join(INTERVENTIONS)}")
+    return names
+
+
+def _at_least(config, name, low):
+    if getattr(config, name) < low:
+        raise ConfigError(name, f"must be at least {low}, got {getattr(config, name)}")
+
+
+def _finite(config, name, low=-math.inf, high=math.inf, strict=False, high_open=False):
+    value = getattr(config, name)
+    below = value <= low if strict else value < low
+    above = value >= high if high_open else value > high
+    if not math.isfinite(value) or below or above:
+        interval = f"{'(' if strict else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ConfigError(name, f"must be a finite number in {interval}, got {value!r}")
