@@ -21,6 +21,9 @@ DATASETS = ("teacher-classification", "teacher-regression", "gaussian-clusters")
 ACTIVATIONS = ("ReLU", "Tanh", "Sigmoid", "GELU", "LeakyReLU", "Identity")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 LOSSES = ("mse", "cross_entropy", "huber")
+# The kinds of file the commands write: the root attribute 'format' of each (refplastic.outputs.file_kind).
+CHECKPOINT, STATISTICS, REFERENCE, CURVATURE = ("refplastic-checkpoint", "refplastic-statistics",
+                                                "refplastic-reference", "refplastic-curvature")
 CURVATURE_QUANTITIES = ("hessian_eigenvalues", "ggn_eigenvalues", "hessian_lanczos", "ggn_lanczos", "hessian_trace",
                         "ggn_trace", "hessian_density", "ggn_density", "gradients", "ntk")
 
@@ -49,26 +52,31 @@ def cli():
     """refplastic: an exact, auditable reference for studying loss of plasticity."""
 
 
-def _writable_path(ctx, param, value):
-    """A file path where a file can be created (checked before any work is done)."""
-    from refplastic.h5io import check_writable
+def _check_paths(outputs, inputs=None, force=False):
+    """Before any work, prove each output usable (:func:`refplastic.outputs.check_output`) and
+    refuse two outputs on one path or an output on an input; every failure is a usage error
+    (exit 2) naming the option. ``outputs``: ``{option: (path or None, kind)}``, where the kind
+    ``"checkpoint"`` marks a checkpoint the command resumes from; ``inputs``: ``{option: path}``."""
+    from refplastic.outputs import check_distinct, check_output
 
     try:
-        return None if value is None else check_writable(value)
-    except OSError as e:
-        raise click.BadParameter(str(e)) from None
+        check_distinct({option: path for option, (path, _) in outputs.items()}, inputs or {})
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    for option, (path, kind) in outputs.items():
+        if path is None:
+            continue
+        try:
+            if kind == "checkpoint":
+                check_output(path, CHECKPOINT, resumes=True)
+            else:
+                check_output(path, kind, force)
+        except OSError as e:
+            raise click.BadParameter(str(e), param_hint=f"'{option}'") from None
 
 
-def _same_file(a, b):
-    """Whether the paths ``a`` and ``b`` both exist and name one file (through links or ``..`` too)."""
-    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
-
-
-def _distinct_output(out, option, inputs):
-    """Refuse to write ``out`` over one of the ``inputs`` (``{option name: path}``) it is computed from."""
-    for name, path in inputs.items():
-        if out is not None and path is not None and _same_file(out, path):
-            raise click.BadParameter(f"{out} is also {name}; it would be overwritten", param_hint=f"'{option}'")
+FORCE_OPTION = click.option("--force", is_flag=True,
+                            help="Overwrite an existing output file of another kind (refused without it).")
 
 
 def _int_list(ctx, param, value):
@@ -97,15 +105,17 @@ def _int_list(ctx, param, value):
 @click.option("--steps", type=click.IntRange(min=1), default=2000, show_default=True)
 @click.option("--eval-every", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
-@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, callback=_writable_path,
-              help="Save here every --checkpoint-every steps; resume from it if it exists.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Save here every --checkpoint-every steps and when stopped; resume from it if it exists.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=500, show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), default=None, callback=_writable_path,
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Write the trained network and learning curve here (HDF5, checkpoint layout).")
+@FORCE_OPTION
 def train(seed, dataset, hidden, activation, optimizer, lr, batch_size, steps, eval_every, dtype,
-          checkpoint, checkpoint_every, out):
+          checkpoint, checkpoint_every, out, force):
     """Train an MLP on built-in data and print its learning curve."""
     from refplastic.checkpoint import save_checkpoint
+    from refplastic.stopping import polling, stop_requested
     from refplastic.training import ConfigError, TrainConfig, train as run_training
 
     try:
@@ -113,17 +123,38 @@ def train(seed, dataset, hidden, activation, optimizer, lr, batch_size, steps, e
                              lr=lr, batch_size=batch_size, steps=steps, eval_every=eval_every, dtype=dtype)
     except ConfigError as e:  # every field the options set is the option's name with "_" for "-"
         raise click.BadParameter(e.problem, param_hint=f"'--{e.field.replace('_', '-')}'") from None
-    with click.progressbar(length=steps, label="training", file=sys.stderr) as bar:
+    _check_paths({"--out": (out, CHECKPOINT), "--checkpoint": (checkpoint, "checkpoint")}, force=force)
+    with click.progressbar(length=steps, label="training", file=sys.stderr) as bar, polling():
+        table = _LearningCurve(bar)
         net, optimizer, run = run_training(config, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-                                           progress=bar.update)
-    history = run["history"]
-    keys = [k for k in ("train_loss", "test_loss", "train_accuracy", "test_accuracy") if k in history]
-    click.echo(f"{'step':>7} " + " ".join(f"{k:>14}" for k in keys))
-    for i, step in enumerate(history["step"]):
-        click.echo(f"{step:>7} " + " ".join(f"{history[k][i]:>14.6f}" for k in keys))
+                                           progress=bar.update, on_evaluation=table.row, should_stop=stop_requested)
     if out is not None:
         save_checkpoint(out, net, optimizer, run)
         click.echo(f"wrote {out}")
+
+
+class _LearningCurve:
+    """Prints the learning curve a row at a time, as each evaluation is computed, above the progress bar."""
+
+    def __init__(self, bar):
+        self.bar, self.keys = bar, None
+
+    def row(self, values):
+        lines = []
+        if self.keys is None:
+            self.keys = [k for k in ("train_loss", "test_loss", "train_accuracy", "test_accuracy") if k in values]
+            lines.append(f"{'step':>7} " + " ".join(f"{k:>14}" for k in self.keys))
+        lines.append(f"{values['step']:>7} " + " ".join(f"{values[k]:>14.6g}" for k in self.keys))
+        _echo_above(self.bar, "\n".join(lines))
+
+
+def _echo_above(bar, text):
+    """Print ``text`` to stdout; on a terminal, first clear the progress bar's line (the bar is
+    drawn again below the text at its next change)."""
+    if not bar.hidden and getattr(bar.file, "isatty", lambda: False)():
+        bar.file.write("\r\033[K")
+        bar.file.flush()
+    click.echo(text)
 
 
 def _quantity_list(ctx, param, value):
@@ -235,17 +266,18 @@ EXAMPLES_OPTION = click.option("--examples", type=click.IntRange(min=1), default
 @click.option("--top-k", type=click.IntRange(min=1), default=20, show_default=True,
               help="Lanczos: how many largest and smallest eigenvalues.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the random probes.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, callback=_writable_path,
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Write the report here (HDF5: groups hessian, ggn, gradients and ntk, as computed).")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None, callback=_writable_path,
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Plot the spectra here (needs the 'plot' extra, matplotlib).")
-def curvature(network, data, loss, examples, quantities, top_k, seed, out, plot):
+@FORCE_OPTION
+def curvature(network, data, loss, examples, quantities, top_k, seed, out, plot, force):
     """Exact curvature of a saved network's loss on a batch: spectra, traces, gradients, NTK."""
-    from refplastic.curvature.report import check_plot, check_top_k, curvature_report, plot_spectrum, write_report_h5
+    from refplastic.curvature.report import (check_plot, check_top_k, curvature_report, plot_spectrum, summary,
+                                             write_report_h5)
     from refplastic.nn import make_loss
 
-    for option, path in (("--out", out), ("--plot", plot)):
-        _distinct_output(path, option, {"NETWORK": network, "--data": data})
+    _check_paths({"--out": (out, CURVATURE), "--plot": (plot, "image")}, {"NETWORK": network, "--data": data}, force)
     if plot is not None:
         _checked(check_plot, plot, quantities, option="--plot")
     net, x, t, loss = _network_and_batch(network, data, loss, examples)
@@ -256,21 +288,9 @@ def curvature(network, data, loss, examples, quantities, top_k, seed, out, plot)
     finally:
         progress.close()
     attrs = report["attrs"]
-    click.echo(f"{attrs['num_parameters']} parameters, {attrs['num_examples']} examples, "
-               f"loss {loss} = {attrs['loss_value']:.6g}")
-    for which in ("hessian", "ggn"):
-        part = report.get(which, {})
-        lines = []
-        if "scalars" in part:
-            lines += [(key, f"{value:.6g}") for key, value in part["scalars"]["attrs"].items()]
-        if "lanczos" in part:
-            lines += [("largest_eigenvalue (Lanczos)", f"{part['lanczos']['attrs']['largest_eigenvalue']:.6g}"),
-                      ("smallest_eigenvalue (Lanczos)", f"{float(part['lanczos']['bottom'][0]):.6g}")]
-        if "hutchinson" in part:
-            h = part["hutchinson"]["attrs"]
-            lines.append(("trace (Hutchinson)", f"{h['trace']:.6g} +- {h['standard_error']:.2g}"))
-        for key, value in lines:
-            click.echo(f"{which + '/' + key:<40} {value}")
+    click.echo(f"{attrs['num_parameters']} parameters, {attrs['num_examples']} examples")
+    for key, value in summary(report):
+        click.echo(f"{key:<40} {value}")
     if out is not None:
         write_report_h5(out, report)
         click.echo(f"wrote {out}")
@@ -317,14 +337,15 @@ def _stat_names(ctx, param, value):
               help="The network at initialisation (a checkpoint), for the statistics relative to it.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the Lanczos start vector (hessian_ and ggn_largest_eigenvalue).")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, callback=_writable_path,
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Write the statistics here (HDF5: datasets names and values).")
-def stats(network, data, loss, examples, names, init_network, seed, out):
+@FORCE_OPTION
+def stats(network, data, loss, examples, names, init_network, seed, out, force):
     """Saturation, representation and gradient statistics of a saved network on a batch."""
     from refplastic.checkpoint import load_network
     from refplastic.stats import compute_statistics, format_statistics, needing_init, unavailable, write_statistics_h5
 
-    _distinct_output(out, "--out", {"NETWORK": network, "--data": data, "--init": init_network})
+    _check_paths({"--out": (out, STATISTICS)}, {"NETWORK": network, "--data": data, "--init": init_network}, force)
     missing_init = needing_init(names) if init_network is None else []
     if missing_init:
         raise click.UsageError(f"{', '.join(missing_init)} need(s) --init FILE, the network at initialisation")
@@ -345,13 +366,15 @@ def stats(network, data, loss, examples, names, init_network, seed, out):
 
 
 @cli.command(short_help="Write the built-in suite of exact reference numbers.")
-@click.option("--out", type=click.Path(dir_okay=False), required=True, callback=_writable_path,
+@click.option("--out", type=click.Path(dir_okay=False), required=True,
               help="Where to write the built-in reference suite (HDF5; layout: python -m pydoc "
                    "refplastic.reference.format).")
-def reference(out):
+@FORCE_OPTION
+def reference(out, force):
     """Write the built-in suite of exact reference numbers."""
     from refplastic.reference import write_suite
 
+    _check_paths({"--out": (out, REFERENCE)}, force=force)
     progress = _Progress()
     try:
         write_suite(out, progress)
@@ -362,12 +385,14 @@ def reference(out):
 
 @cli.command(short_help="Complete a reference input file with every quantity.")
 @click.argument("inp", metavar="IN", type=click.Path(dir_okay=False))
-@click.option("--out", type=click.Path(dir_okay=False), required=True, callback=_writable_path,
+@click.option("--out", type=click.Path(dir_okay=False), required=True,
               help="Where to write IN completed with every reference quantity.")
-def compute(inp, out):
+@FORCE_OPTION
+def compute(inp, out, force):
     """Complete IN (architecture, loss, dtype, mode, params, inputs, targets) with every quantity."""
     from refplastic.reference import compute_file
 
+    _check_paths({"--out": (out, REFERENCE)}, {"IN": inp}, force)
     progress = _Progress()
     try:
         compute_file(inp, out, progress)
@@ -384,9 +409,10 @@ def compute(inp, out):
               help="Relative tolerance. Default: 1e-8 for float64 cases, 1e-4 for float32.")
 def verify(theirs, reference_path, rtol):
     """Compare THEIRS with the reference: a table case x quantity; non-zero exit on a mismatch."""
+    from refplastic.outputs import same_file
     from refplastic.reference import format_table, verify_files
 
-    if reference_path is not None and _same_file(theirs, reference_path):
+    if reference_path is not None and same_file(theirs, reference_path):
         raise click.BadParameter(f"{reference_path} is THEIRS itself: comparing a file with itself checks nothing",
                                  param_hint="'--reference'")
     rows, ok = verify_files(theirs, reference_path, rtol)
@@ -395,11 +421,21 @@ def verify(theirs, reference_path, rtol):
 
 
 def main(argv=None):
-    """Entry point: run the group, turning every expected failure into one line and an exit code."""
+    """Entry point: run the group, turning every expected failure into one line and an exit code.
+
+    SIGTERM and SIGINT stop a command with one line and exit code 128 + the signal's number
+    (143, 130); a command with a checkpoint first saves it (:mod:`refplastic.stopping`).
+    """
+    from refplastic.stopping import Stopped, stop_signals
+
     debug = os.environ.get("REFPLASTIC_DEBUG") == "1"
     try:
-        return cli.main(args=argv, prog_name="refplastic", standalone_mode=False)
+        with stop_signals():
+            return cli.main(args=argv, prog_name="refplastic", standalone_mode=False)
     except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except Stopped as e:
+        click.echo(e.message(), err=True)
         sys.exit(e.exit_code)
     except click.Abort:
         click.echo("Aborted.", err=True)

@@ -1,19 +1,20 @@
 """HDF5 helpers shared by checkpoints, results and reference files.
 
 Files are written under a temporary name in the same directory and renamed into place only when
-complete, so a crash or an error never leaves a half-written file behind.
+complete (:mod:`refplastic.outputs`), so a crash, an error or a signal never leaves a half-written
+file behind.
 """
 
 import contextlib
 import json
 import os
 import sys
-import tempfile
 
 import h5py
 import numpy as np
 
 from . import __version__
+from .outputs import atomic_path, check_writable
 
 
 @contextlib.contextmanager
@@ -29,39 +30,6 @@ def atomic_h5(path):
             f.attrs["refplastic_version"] = __version__
             f.attrs["command"] = command_line()
             yield f
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary name next to ``path``; rename it to ``path`` if the block succeeds, else remove it."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.lexists(tmp):
-            os.remove(tmp)
-
-
-def check_writable(path):
-    """``path`` as a string if a file can be created there, else a one-line OSError saying why.
-
-    Checked by creating (and removing) an empty file in its directory, so that a bad output path
-    fails before any work is done, not after.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path)) if path else ""
-    if not path or os.path.isdir(path):
-        raise OSError(f"not a file name: {path!r}")
-    if not os.path.isdir(directory):
-        raise OSError(f"directory does not exist: {directory}")
-    try:
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".refplastic-probe-"):
-            pass
-    except OSError as e:
-        raise OSError(f"cannot write {path}: {_reason(e)}") from None
-    return path
 
 
 def _reason(error):

@@ -20,6 +20,7 @@ from .nn import Linear, Network, make_loss
 from .nn.build import build_layer
 from .nn.network import DTYPES
 from .nn.optim import OPTIMIZERS, make_optimizer
+from .stopping import Stopped
 
 ACTIVATIONS = ("ReLU", "Tanh", "Sigmoid", "GELU", "LeakyReLU", "Identity")
 
@@ -124,7 +125,7 @@ def _resumable_history(history, step, config):
     return history
 
 
-def train(config, checkpoint=None, checkpoint_every=500, progress=None):
+def train(config, checkpoint=None, checkpoint_every=500, progress=None, on_evaluation=None, should_stop=None):
     """Train per ``config``; return ``(net, optimizer, run)``.
 
     ``run`` is what a checkpoint stores: ``config``, ``rng`` (the minibatch generator), ``step``
@@ -132,7 +133,11 @@ def train(config, checkpoint=None, checkpoint_every=500, progress=None):
 
     With ``checkpoint`` a path: resume from it if it exists (its config must match, except
     ``steps``), and save to it every ``checkpoint_every`` steps and at the end. ``progress(n)``
-    is called with the number of steps just done.
+    is called with the number of steps just done (all those of the checkpoint at once on resume),
+    ``on_evaluation(row)`` with each evaluation as it is logged (``{key: value}``, the keys of
+    ``history``; on resume, the saved ones first). ``should_stop()`` is asked after every step
+    but the last; when it returns a signal number, the run saves its checkpoint (if it has one)
+    and raises :class:`~refplastic.stopping.Stopped` at that step.
     """
     data = make_data(config)
     loss = make_loss("cross_entropy" if data.num_classes else "mse")
@@ -149,6 +154,11 @@ def train(config, checkpoint=None, checkpoint_every=500, progress=None):
 
     if checkpoint is not None and os.path.exists(checkpoint):
         batches, history, step = _resume(checkpoint, config, net, optimizer, history)
+        if on_evaluation is not None:
+            for i in range(len(history["step"])):
+                on_evaluation({key: values[i] for key, values in history.items()})
+        if progress is not None and step:
+            progress(step)
 
     def log():
         train_eval = evaluate(net, loss, x_train, data.y_train, data.num_classes)
@@ -158,6 +168,8 @@ def train(config, checkpoint=None, checkpoint_every=500, progress=None):
             history[f"train_{key}"].append(value)
         for key, value in test_eval.items():
             history[f"test_{key}"].append(value)
+        if on_evaluation is not None:
+            on_evaluation({key: values[-1] for key, values in history.items()})
 
     def run():
         return {"config": config.to_json(), "rng": batches, "step": step, "history": history}
@@ -173,10 +185,16 @@ def train(config, checkpoint=None, checkpoint_every=500, progress=None):
             _check_finite(value, net, step)
             if step % config.eval_every == 0 or step == config.steps:
                 log()
-            if checkpoint is not None and (step % checkpoint_every == 0 or step == config.steps):
+            saved = checkpoint is not None and (step % checkpoint_every == 0 or step == config.steps)
+            if saved:
                 save_checkpoint(checkpoint, net, optimizer, run())
             if progress is not None:
                 progress(1)
+            signum = should_stop() if should_stop is not None and step < config.steps else None
+            if signum:
+                if checkpoint is not None and not saved:
+                    save_checkpoint(checkpoint, net, optimizer, run())
+                raise Stopped(signum, step, saved=checkpoint is not None)
     return net, optimizer, run()
 
 

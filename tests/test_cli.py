@@ -1,5 +1,6 @@
 """The command line as a user meets it: help, version, train, and one-line errors."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -68,8 +69,11 @@ def test_resume_from_a_foreign_file_is_one_line(tmp_path):
     bad = tmp_path / "bad.h5"
     bad.write_text("hello")
     out = run("train", "--steps", "5", "--checkpoint", str(bad))
-    assert out.returncode == 1 and "Traceback" not in out.stderr
-    assert out.stderr.strip().splitlines()[-1] == f"Error: not a readable HDF5 file: {bad}"
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [
+        f"Error: Invalid value for '--checkpoint': {bad} exists and is a file refplastic did not write, "
+        f"not a refplastic checkpoint file to resume from; give another path"]
+    assert bad.read_text() == "hello"
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +194,43 @@ def test_the_cli_lists_are_the_librarys():
     assert set(cli.OPTIMIZERS) == set(OPTIMIZERS)
     assert set(cli.LOSSES) == set(LOSSES)
     assert cli.CURVATURE_QUANTITIES == QUANTITIES
+
+
+def test_train_prints_each_evaluation_as_it_is_computed(tmp_path, monkeypatch):
+    """Rows printed before the run ends survive a stop: here SIGTERM at the first checkpoint (step 20)."""
+    import signal
+
+    from test_cli_bad_input import run as run_here
+    from test_cli_contract import send_during
+
+    send_during(monkeypatch, "train", signal.SIGTERM)
+    out = run_here("train", "--steps", "100", "--eval-every", "10", "--hidden", "4", "--checkpoint-every", "20",
+                   "--checkpoint", tmp_path / "ck.h5")
+    assert out.returncode == 143
+    assert [line.split()[0] for line in out.stdout.splitlines()] == ["step", "0", "10", "20"]
+
+
+def test_learning_curve_numbers_stay_short_however_large(capsys):
+    import click
+
+    import cli
+
+    with open(os.devnull, "w") as devnull, click.progressbar(length=1, file=devnull) as bar:
+        cli._LearningCurve(bar).row({"step": 5, "train_loss": 1e299, "test_loss": -3.5e-300})
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split() == ["step", "train_loss", "test_loss"]
+    assert row.split() == ["5", "1e+299", "-3.5e-300"] and len(row) == len(header)
+
+
+def test_curvature_prints_every_quantity_it_computed_and_plots_the_defaults(trained, tmp_path):
+    out = run("curvature", str(trained), "--examples", "8", "--quantities", "hessian_lanczos,gradients,ntk",
+              "--top-k", "2")
+    assert out.returncode == 0, out.stderr
+    for key in ("hessian/largest_eigenvalue (Lanczos)", "gradients/mean_cosine_similarity", "ntk/trace",
+                "ntk/largest_eigenvalue"):
+        assert key in out.stdout
+    lanczos = [line for line in out.stdout.splitlines() if "(Lanczos)" in line]
+    assert len(lanczos) == 2 and all(" +- " in line for line in lanczos)
+    out = run("curvature", str(trained), "--examples", "8", "--plot", str(tmp_path / "spectrum.png"))
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "spectrum.png").read_bytes().startswith(b"\x89PNG")

@@ -124,7 +124,7 @@ def test_out_equal_to_the_network_is_refused_and_the_network_kept(work, tmp_path
     shutil.copy(work / "net.h5", net)
     before = net.read_bytes()
     extra = ["--quantities", "gradients"] if command == "curvature" else []
-    assert_one_line_error(run(command, net, "--out", net, *extra), 2, "it would be overwritten")
+    assert_one_line_error(run(command, net, "--out", net, *extra), 2, "the output would overwrite the input")
     assert net.read_bytes() == before
 
 

@@ -15,7 +15,8 @@ import os
 import h5py
 import numpy as np
 
-from ..h5io import atomic_h5, atomic_path, check_writable, open_h5, read_attrs, write_dict
+from ..h5io import atomic_h5, check_format, open_h5, read_attrs, write_dict
+from ..outputs import atomic_path, check_writable
 from ..overflow import finite, reported_as
 from .ggn import ggn
 from .hessian import hessian
@@ -27,7 +28,10 @@ from .per_example import cosine_similarity, per_example_gradients
 from .scalars import eigenvalues, spectrum_scalars
 from .slq import quadrature_estimates, slq_density, slq_quadrature
 
-SPECTRUM_QUANTITIES = ("hessian_eigenvalues", "ggn_eigenvalues", "hessian_density", "ggn_density")
+SPECTRUM_QUANTITIES = ("hessian_eigenvalues", "ggn_eigenvalues", "hessian_lanczos", "ggn_lanczos", "hessian_density",
+                       "ggn_density", "ntk")
+FORMAT = "refplastic-curvature"
+VERSION = 1
 QUANTITY_FORMULAS = {
     "hessian_eigenvalues": "every eigenvalue of the exact Hessian H = d^2L/dtheta^2 (P <= 5000), and spectrum_scalars",
     "ggn_eigenvalues": "every eigenvalue of the exact Gauss-Newton matrix G = J^T H_z J (P <= 5000), and "
@@ -179,6 +183,8 @@ def _gradient_statistics(G):
 def write_report_h5(path, report):
     """Write ``report`` to ``path`` atomically (temporary name, then rename)."""
     with atomic_h5(path) as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["version"] = VERSION
         _write_group(f, report)
 
 
@@ -196,6 +202,7 @@ def _write_group(group, values):
 def read_report_h5(path):
     """The report dict back from a file written by :func:`write_report_h5`."""
     with open_h5(path) as f:
+        check_format(f, path, FORMAT, VERSION, "a refplastic curvature report", required=False)
         return _read_group(f)
 
 
@@ -215,26 +222,80 @@ def check_plot(path, quantities):
     _image_format(path)
 
 
+def summary(report):
+    """``[(name, value as text)]``: the report's headline numbers, one line each, for a terminal.
+
+    Exact spectra give their scalars, Lanczos its extreme Ritz values with their residual bounds
+    (``|lambda - theta| <= residual`` for some eigenvalue lambda), Hutchinson and SLQ their trace
+    estimates, ``gradients`` its attributes and ``ntk`` its trace and extreme eigenvalues.
+    """
+    attrs = report["attrs"]
+    lines = [("loss " + attrs["loss"], _number(attrs["loss_value"]))]
+    for which in ("hessian", "ggn"):
+        part = report.get(which, {})
+        if "scalars" in part:
+            lines += [(f"{which}/{key}", _number(value)) for key, value in part["scalars"]["attrs"].items()]
+        if "lanczos" in part:
+            lanczos = part["lanczos"]
+            for end, index in (("largest", -1), ("smallest", 0)):
+                side = "top" if end == "largest" else "bottom"
+                lines.append((f"{which}/{end}_eigenvalue (Lanczos)",
+                              f"{_number(lanczos[side][index])} +- {lanczos[side + '_residuals'][index]:.2g}"))
+        if "hutchinson" in part:
+            h = part["hutchinson"]["attrs"]
+            lines.append((f"{which}/trace (Hutchinson)", f"{_number(h['trace'])} +- {h['standard_error']:.2g}"))
+        if "density" in part:
+            d = part["density"]["attrs"]
+            lines += [(f"{which}/trace (SLQ)", _number(d["trace_estimate"])),
+                      (f"{which}/negative_mass (SLQ)", _number(d["negative_mass_estimate"]))]
+    if "gradients" in report:
+        lines += [(f"gradients/{key}", _number(value)) for key, value in report["gradients"]["attrs"].items()]
+    if "ntk" in report:
+        ntk_eigenvalues = report["ntk"]["eigenvalues"]
+        lines += [("ntk/trace", _number(report["ntk"]["attrs"]["trace"])),
+                  ("ntk/largest_eigenvalue", _number(ntk_eigenvalues[-1])),
+                  ("ntk/smallest_eigenvalue", _number(ntk_eigenvalues[0]))]
+    return lines
+
+
+def _number(value):
+    """A number in at most about a dozen characters, whatever its size."""
+    return f"{float(value):.6g}"
+
+
 def plot_spectrum(report, path):
-    """Plot the spectra in ``report`` (exact eigenvalue histograms, SLQ densities) to ``path``,
-    written atomically (temporary name, then rename). Needs matplotlib, imported here only."""
+    """Plot the spectra in ``report`` to ``path``, written atomically (temporary name, then rename):
+    exact eigenvalue histograms, Lanczos extremes with their residual bounds, SLQ densities and
+    the NTK's eigenvalues, a panel each. Needs matplotlib, imported here only."""
     image_format = _image_format(path)
-    panels = [(w, k) for w in ("hessian", "ggn") for k in ("eigenvalues", "density") if k in report.get(w, {})]
+    panels = [(w, k) for w in ("hessian", "ggn") for k in ("eigenvalues", "lanczos", "density")
+              if k in report.get(w, {})] + ([("ntk", "eigenvalues")] if "ntk" in report else [])
     if not panels:
-        raise ValueError("the report has no spectrum to plot (compute *_eigenvalues or *_density)")
-    fig = _figure_class()(figsize=(5 * len(panels), 3.6), layout="constrained")
+        raise ValueError(f"the report has no spectrum to plot (compute one of {', '.join(SPECTRUM_QUANTITIES)})")
+    fig = _figure_class()(figsize=(5 * len(panels), 3.8), layout="constrained")
+    names = {"hessian": "Hessian", "ggn": "Gauss-Newton", "ntk": "NTK"}
     for ax, (which, kind) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
-        name = "Hessian" if which == "hessian" else "Gauss-Newton"
+        part, name = report[which], names[which]
         if kind == "eigenvalues":
-            ax.hist(report[which]["eigenvalues"], bins=100, log=True)
-            ax.set_title(f"{name}: exact eigenvalues")
+            ax.hist(part["eigenvalues"], bins=100, log=True)
+            ax.set_title(f"{name}: exact eigenvalues ({len(part['eigenvalues'])})")
+            ax.set_xlabel("eigenvalue")
             ax.set_ylabel("count")
+        elif kind == "lanczos":
+            values = np.concatenate([part["lanczos"]["bottom"], part["lanczos"]["top"]])
+            errors = np.concatenate([part["lanczos"]["bottom_residuals"], part["lanczos"]["top_residuals"]])
+            k = len(part["lanczos"]["top"])
+            ax.errorbar(np.arange(len(values)), values, yerr=errors, fmt="o", markersize=3, capsize=2)
+            ax.axhline(0, color="0.7", linewidth=0.8)
+            ax.set_title(f"{name}: Lanczos extremes (k = {k})")
+            ax.set_xlabel("Ritz value, ascending")
+            ax.set_ylabel("eigenvalue (bars: residual bound)")
         else:
-            d = report[which]["density"]
+            d = part["density"]
             ax.semilogy(d["grid"], np.maximum(d["density"], 1e-12))
             ax.set_title(f"{name}: SLQ density")
+            ax.set_xlabel("eigenvalue")
             ax.set_ylabel("density")
-        ax.set_xlabel("eigenvalue")
     with atomic_path(check_writable(path)) as tmp:
         fig.savefig(tmp, format=image_format)
 
