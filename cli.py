@@ -4,6 +4,7 @@ Every command turns bad input into one line ``Error: ...`` and a non-zero exit (
 1 for bad data or files); set ``REFPLASTIC_DEBUG=1`` to see the traceback instead.
 """
 
+import difflib
 import math
 import os
 import sys
@@ -89,7 +90,7 @@ def _int_list(ctx, param, value):
     return widths
 
 
-@cli.command()
+@cli.command(short_help="Train an MLP on built-in data and print its learning curve.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of every random draw.")
 @click.option("--dataset", type=click.Choice(DATASETS),
               default="teacher-classification", show_default=True, help="Built-in generated data set.")
@@ -158,11 +159,35 @@ def _echo_above(bar, text):
 
 def _quantity_list(ctx, param, value):
     names = tuple(v.strip() for v in value.split(",") if v.strip())
-    unknown = [n for n in names if n not in CURVATURE_QUANTITIES]
-    if unknown or not names:
-        raise click.BadParameter(f"unknown quantity {', '.join(unknown) or '(none)'}; "
-                                 f"choose from {', '.join(CURVATURE_QUANTITIES)}")
+    if not names:
+        raise click.BadParameter("give at least one quantity (refplastic curvature --list shows them)")
+    for name in names:
+        if name not in CURVATURE_QUANTITIES:
+            nearest = ", ".join(difflib.get_close_matches(name, CURVATURE_QUANTITIES, n=3))
+            raise click.BadParameter(f"unknown quantity {name}" + (f"; nearest: {nearest}" if nearest else "")
+                                     + "; refplastic curvature --list shows every quantity")
     return names
+
+
+def _list_option(describe, help):
+    """``--list``: print ``describe()`` and exit, before NETWORK and the other options are looked at."""
+    def callback(ctx, param, value):
+        if value and not ctx.resilient_parsing:
+            click.echo(describe())
+            ctx.exit()
+    return click.option("--list", is_flag=True, is_eager=True, expose_value=False, callback=callback, help=help)
+
+
+def _describe_quantities():
+    from refplastic.curvature.report import describe_quantities
+
+    return describe_quantities()
+
+
+def _describe_statistics():
+    from refplastic.stats import describe_statistics
+
+    return describe_statistics()
 
 
 class _Progress:
@@ -229,18 +254,20 @@ EXAMPLES_OPTION = click.option("--examples", type=click.IntRange(min=1), default
                                help="Use the first this many examples.")
 
 
-@cli.command()
+@cli.command(short_help="Exact curvature of a saved network's loss on a batch.")
 @click.argument("network", type=click.Path(dir_okay=False))
+@_list_option(_describe_quantities, "Print every quantity with its formula, one a line, and exit (no NETWORK needed).")
 @DATA_OPTION
 @LOSS_OPTION
 @EXAMPLES_OPTION
 @click.option("--quantities", default="hessian_lanczos,ggn_lanczos,hessian_trace", show_default=True,
-              callback=_quantity_list, help=f"Comma-separated, from: {', '.join(CURVATURE_QUANTITIES)}.")
+              callback=_quantity_list,
+              help=f"Comma-separated, from: {', '.join(CURVATURE_QUANTITIES)} (formulas: --list).")
 @click.option("--top-k", type=click.IntRange(min=1), default=20, show_default=True,
               help="Lanczos: how many largest and smallest eigenvalues.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the random probes.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Write the report here (HDF5, layout in docs/curvature.md).")
+              help="Write the report here (HDF5: groups hessian, ggn, gradients and ntk, as computed).")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Plot the spectra here (needs the 'plot' extra, matplotlib).")
 @FORCE_OPTION
@@ -287,39 +314,48 @@ def _stat_names(ctx, param, value):
         return DEFAULT_STATISTICS
     names = tuple(v.strip() for v in value.split(",") if v.strip())
     if not names:
-        raise click.BadParameter("give at least one statistic name (docs/statistics.md)")
+        raise click.BadParameter("give at least one statistic name (refplastic stats --list shows them)")
     for name in names:
         try:
             parse_name(name)
         except ValueError as e:
-            raise click.BadParameter(str(e)) from None
+            raise click.BadParameter(f"{e}; refplastic stats --list shows every name and interval") from None
     return names
 
 
-@cli.command()
+@cli.command(short_help="Plasticity statistics of a saved network on a batch.")
 @click.argument("network", type=click.Path(dir_okay=False))
+@_list_option(_describe_statistics, "Print every statistic with its defaults, formula and parameter intervals, one a "
+                                    "line, and exit (no NETWORK needed).")
 @DATA_OPTION
 @LOSS_OPTION
 @EXAMPLES_OPTION
 @click.option("--names", default=None, callback=_stat_names,
-              help="Comma-separated statistic names (docs/statistics.md). Default: the default set.")
+              help="Comma-separated statistic names, such as dormant_fraction/tau=0.1/layer=1 (all of them: --list). "
+                   "Default: the default set.")
 @click.option("--init", "init_network", type=click.Path(dir_okay=False), default=None,
               help="The network at initialisation (a checkpoint), for the statistics relative to it.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the Lanczos start vector (hessian_ and ggn_largest_eigenvalue).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Write the statistics here (HDF5, layout in docs/statistics.md).")
+              help="Write the statistics here (HDF5: datasets names and values).")
 @FORCE_OPTION
 def stats(network, data, loss, examples, names, init_network, seed, out, force):
     """Saturation, representation and gradient statistics of a saved network on a batch."""
     from refplastic.checkpoint import load_network
-    from refplastic.stats import compute_statistics, format_statistics, needing_init, write_statistics_h5
+    from refplastic.stats import compute_statistics, format_statistics, needing_init, unavailable, write_statistics_h5
 
     _check_paths({"--out": (out, STATISTICS)}, {"NETWORK": network, "--data": data, "--init": init_network}, force)
     missing_init = needing_init(names) if init_network is None else []
     if missing_init:
         raise click.UsageError(f"{', '.join(missing_init)} need(s) --init FILE, the network at initialisation")
     net, x, t, loss = _network_and_batch(network, data, loss, examples)
+    skipped = unavailable(net, names, len(x))
+    reasons = ", ".join(f"{name} ({why})" for name, why in skipped.items())
+    if all(name in skipped for name in names):
+        raise click.ClickException(f"nothing to compute: {reasons}")
+    if skipped:
+        click.echo(f"no value for {reasons}", err=True)
     init_net = load_network(init_network, like=net) if init_network is not None else None
     values = compute_statistics(net, x, t, loss, names, init_net=init_net, seed=seed)
     click.echo(format_statistics(values))
@@ -329,9 +365,10 @@ def stats(network, data, loss, examples, names, init_network, seed, out, force):
         click.echo(f"wrote {out}")
 
 
-@cli.command()
+@cli.command(short_help="Write the built-in suite of exact reference numbers.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True,
-              help="Where to write the built-in reference suite (HDF5, docs/reference-format.md).")
+              help="Where to write the built-in reference suite (HDF5; layout: python -m pydoc "
+                   "refplastic.reference.format).")
 @FORCE_OPTION
 def reference(out, force):
     """Write the built-in suite of exact reference numbers."""
@@ -346,7 +383,7 @@ def reference(out, force):
     click.echo(f"wrote {out}")
 
 
-@cli.command()
+@cli.command(short_help="Complete a reference input file with every quantity.")
 @click.argument("inp", metavar="IN", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False), required=True,
               help="Where to write IN completed with every reference quantity.")
@@ -364,7 +401,7 @@ def compute(inp, out, force):
     click.echo(f"wrote {out}")
 
 
-@cli.command()
+@cli.command(short_help="Compare a file with the reference numbers.")
 @click.argument("theirs", type=click.Path(dir_okay=False))
 @click.option("--reference", "reference_path", type=click.Path(dir_okay=False), default=None,
               help="The reference file. Default: the built-in suite, computed now.")

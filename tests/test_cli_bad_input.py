@@ -137,6 +137,18 @@ def test_out_equal_to_the_network_is_refused_and_the_network_kept(work, tmp_path
     (["stats", "NET", "--names", ","], "give at least one statistic name"),
     (["stats", "NET", "--names", ""], "give at least one statistic name"),
     (["stats", "NET", "--names", "parameter_distance"], "--init"),
+    (["stats", "NET", "--names", "feature_srank/delta=1"], "feature_srank/delta=1: delta must lie in [0, 1), got 1"),
+    (["stats", "NET", "--names", "feature_approximate_rank/threshold=1.5"], "threshold must lie in (0, 1], got 1.5"),
+    (["stats", "NET", "--names", "feature_rank/eps=-1"], "feature_rank/eps=-1: eps must lie in [0, inf), got -1"),
+    (["stats", "NET", "--names", "dormant_fraction/tau=-1"], "tau must lie in [0, inf), got -1"),
+    (["stats", "NET", "--names", "dormant_fraction/tau=0.1/tau=0.2"], "dormant_fraction/tau=0.1/tau=0.2: tau is given "
+                                                                      "twice"),
+    (["stats", "NET", "--names", "dead_fraction/layer=1/layer=1"], "layer is given twice"),
+    (["stats", "NET", "--names", "loss,dead_fractoin"],
+     "unknown statistic 'dead_fractoin'; nearest: dead_fraction, dormant_fraction, linearised_fraction; "
+     "refplastic stats --list"),
+    (["curvature", "NET", "--quantities", "hesian_trace"], "unknown quantity hesian_trace; nearest: hessian_trace, "
+                                                           "hessian_lanczos, ggn_trace; refplastic curvature --list"),
     (["curvature", "NET", "--quantities", "hessian_lanczos", "--top-k", "10000"], "top_k must lie in [1, 354]"),
     (["curvature", "NET", "--quantities", "gradients", "--plot", "PLOT.png"], "nothing to plot"),
     (["curvature", "NET", "--quantities", "hessian_eigenvalues", "--plot", "PLOT.xyz"], "image format"),
@@ -391,3 +403,90 @@ def test_curvature_that_overflows_on_a_finite_loss_is_one_line(overflowing, tmp_
     out = run(command, overflowing[dtype], "--examples", "16", *options, "--out", tmp_path / "out.h5")
     assert_one_line_error(out, 1, message)
     no_leftovers(tmp_path, [])
+
+
+@pytest.mark.parametrize("command, name", [("stats", "statistic"), ("curvature", "quantity")])
+def test_an_unknown_name_gives_the_nearest_names_not_the_whole_list(work, command, name):
+    out = run(command, work / "net.h5", "--names" if command == "stats" else "--quantities", "zzzz")
+    assert_one_line_error(out, 2, f"unknown {name} ")
+    line = out.stderr.strip()
+    assert "nearest" not in line and "ntk" not in line and len(line) < 150, line
+
+
+@pytest.mark.parametrize("command", ["stats", "curvature"])
+def test_list_prints_every_name_with_its_formula_without_a_network(command):
+    from refplastic.curvature.report import QUANTITY_FORMULAS
+    from refplastic.stats import STATISTICS, describe_statistics
+
+    out = run(command, "--list")
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    lines = out.stdout.splitlines()
+    if command == "stats":
+        assert out.stdout == describe_statistics() + "\n"
+        table = {base: statistic.formula for base, statistic in STATISTICS.items()}
+    else:
+        table = QUANTITY_FORMULAS
+    assert len(lines) == len(table)
+    for line, (name, formula) in zip(lines, table.items()):
+        assert line.split()[0].split("/")[0] == name and formula in line
+    assert run(command, "--list", "--examples", "0").returncode == 0  # like --help: nothing else is looked at
+
+
+@pytest.mark.parametrize("command", ["stats", "curvature"])
+def test_without_network_or_list_is_the_usual_usage_error(command):
+    assert_one_line_error(run(command), 2, "Missing argument 'NETWORK'")
+
+
+@pytest.fixture(scope="module")
+def tanh_net(work):
+    path = work / "tanh.h5"
+    assert run("train", "--steps", "1", "--hidden", "4", "--activation", "Tanh", "--out", path).returncode == 0
+    return path
+
+
+@pytest.mark.parametrize("network, names, why", [
+    ("net.h5", "saturated_fraction", "saturated_fraction (it reads Tanh or Sigmoid layers; the network has none)"),
+    ("tanh.h5", "dead_fraction,linearised_fraction", "dead_fraction (it reads ReLU layers; the network has none), "
+                                                     "linearised_fraction (it reads ReLU or LeakyReLU layers; the "
+                                                     "network has none)"),
+])
+def test_names_that_apply_to_no_layer_fail_in_one_line_and_write_nothing(work, tanh_net, tmp_path, network, names,
+                                                                         why):
+    assert_one_line_error(run("stats", work / network, "--names", names, "--out", tmp_path / "s.h5"), 1,
+                          f"Error: nothing to compute: {why}")
+    no_leftovers(tmp_path, [])
+
+
+def test_a_name_that_applies_to_no_layer_is_one_line_beside_the_others(work, tmp_path):
+    from refplastic.stats import read_statistics_h5
+
+    out = run("stats", work / "net.h5", "--names", "saturated_fraction,loss", "--out", tmp_path / "s.h5")
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.splitlines() == [
+        "no value for saturated_fraction (it reads Tanh or Sigmoid layers; the network has none)"]
+    assert list(read_statistics_h5(tmp_path / "s.h5")[0]) == ["loss"]
+
+
+@pytest.mark.parametrize("name, message", [
+    ("dead_fraction/layer=9", "dead_fraction/layer=9: the network has no layer 9 (its layers are 0 to 2)"),
+    ("dead_fraction/layer=0", "dead_fraction/layer=0: layer 0 is a Linear; dead_fraction reads ReLU layers (layer 1)"),
+    ("loss/layer=0", "loss/layer=0: loss is a value of the whole network, not of a layer"),
+])
+def test_a_layer_without_the_value_is_one_line(work, tmp_path, name, message):
+    assert_one_line_error(run("stats", work / "net.h5", "--names", name, "--out", tmp_path / "s.h5"), 1, message)
+    no_leftovers(tmp_path, [])
+
+
+@pytest.mark.parametrize("columns", ["50", "80", "200"])
+def test_the_top_level_help_gives_each_command_whole(monkeypatch, columns):
+    monkeypatch.setenv("COLUMNS", columns)
+    out = run("--help")
+    commands = out.stdout.split("Commands:")[1].splitlines()
+    assert len([line for line in commands if line.strip()]) >= 6
+    assert not [line for line in commands if line.rstrip().endswith("...")], out.stdout
+
+
+@pytest.mark.parametrize("command", ["train", "curvature", "stats", "reference", "compute", "verify"])
+def test_help_points_to_what_an_install_has_not_to_docs(command):
+    out = run(command, "--help")
+    assert out.returncode == 0 and "docs/" not in out.stdout, out.stdout

@@ -1,13 +1,16 @@
 """The curvature report: its numbers, its HDF5 file, its plot."""
 
+import re
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from refplastic.curvature import ggn, hessian, per_example_gradients
-from refplastic.curvature.report import QUANTITIES, curvature_report, plot_spectrum, read_report_h5, write_report_h5
+from refplastic.curvature.report import (QUANTITIES, QUANTITY_FORMULAS, curvature_report, describe_quantities,
+                                        plot_spectrum, read_report_h5, write_report_h5)
 from refplastic.nn import BatchNorm1d, Linear, Network, ReLU, Tanh, make_loss
 from refplastic.overflow import NotFinite
 
@@ -116,3 +119,18 @@ def test_quantities_that_overflow_are_named_without_warnings():
                 assert str(e) == f"{name}: not finite on this batch (the network overflows)"
                 failed.append(name)
     assert {"hessian_eigenvalues", "gradients", "ntk"} <= set(failed)
+
+
+def test_every_quantity_has_one_formula_line_and_the_docs_table_says_the_same():
+    """docs/curvature.md's table of quantities is written by hand; it must say what QUANTITY_FORMULAS says."""
+    assert QUANTITIES == tuple(QUANTITY_FORMULAS)
+    lines = describe_quantities().splitlines()
+    assert [line.split()[0] for line in lines] == list(QUANTITIES)
+    assert all(line.split(None, 1)[1] == QUANTITY_FORMULAS[line.split()[0]] for line in lines)
+    text = (Path(__file__).resolve().parents[1] / "docs" / "curvature.md").read_text()
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if len(cells) == 2 and re.fullmatch(r"`[a-z_]+`", cells[0]) and cells[0][1:-1] in QUANTITIES:
+            rows[cells[0][1:-1]] = cells[1]
+    assert rows == QUANTITY_FORMULAS

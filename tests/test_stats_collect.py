@@ -2,8 +2,10 @@
 buffers and parameters untouched), feature/weight statistics against torch, curvature on
 demand against torch's reverse-over-reverse Hessian, and the HDF5 file."""
 
+import math
 import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +18,8 @@ from refplastic.nn.conv import Conv2d
 from refplastic.nn.pool import MaxPool2d
 from refplastic.overflow import NotFinite
 from refplastic.stats import (CURVATURE_STATISTICS, DEFAULT_STATISTICS, INIT_STATISTICS, STATISTICS, compute_statistics,
-                              format_statistics, parse_name, read_statistics_h5, write_statistics_h5)
+                              describe_statistics, format_statistics, parse_name, read_statistics_h5, unavailable,
+                              write_statistics_h5)
 from refplastic.stats.collect import format_number
 from refplastic.stats.rank import effective_rank
 
@@ -57,6 +60,7 @@ def test_default_set_is_finite_floats_and_leaves_the_network_alone(arch, trainin
     produced = {k.split("/")[0] for k in out}
     assert produced <= requested
     assert {"parameter_norm", "loss", "gradient_norm", "gradient_cosine_mean", "preactivation_mean"} <= produced
+    assert {parse_name(n).base for n in unavailable(net, DEFAULT_STATISTICS, shape[0])} == requested - produced
     activations = {type(layer).__name__ for layer in net.layers}
     assert ("dead_fraction" in produced) == ("ReLU" in activations)
     assert ("saturated_fraction" in produced) == bool(activations & {"Tanh", "Sigmoid"})
@@ -80,22 +84,110 @@ def test_names_keys_and_layer_filter():
 
 
 @pytest.mark.parametrize("name, message", [
-    ("nonsense", "unknown statistic"),
+    ("nonsense", "unknown statistic 'nonsense'"),
+    ("dead_fractoin", "unknown statistic 'dead_fractoin'; nearest: dead_fraction"),
     ("dormant_fraction/eps=1", "has no parameter 'eps'"),
     ("dormant_fraction/tau=abc", "must be a number"),
     ("dormant_fraction/tau=nan", "must be finite"),
     ("dormant_fraction/tau", "expected parameter=value"),
-    ("feature_srank/delta=-1", "delta must lie in"),
-    ("feature_approximate_rank/threshold=2", "threshold must lie in"),
+    ("dormant_fraction/tau=0.1/tau=0.2", "dormant_fraction/tau=0.1/tau=0.2: tau is given twice"),
+    ("dead_fraction/layer=1/layer=3", "dead_fraction/layer=1/layer=3: layer is given twice"),
+    ("dormant_fraction/tau=-1", "dormant_fraction/tau=-1: tau must lie in [0, inf), got -1"),
+    ("feature_srank/delta=-1", "delta must lie in [0, 1)"),
+    ("feature_srank/delta=1", "feature_srank/delta=1: delta must lie in [0, 1), got 1"),
+    ("feature_approximate_rank/threshold=1.5", "threshold must lie in (0, 1], got 1.5"),
+    ("feature_rank/eps=-1", "feature_rank/eps=-1: eps must lie in [0, inf), got -1"),
+    ("saturated_fraction/threshold=1", "threshold must lie in [0.5, 1), got 1"),
+    ("low_activity_fraction/threshold=0", "threshold must lie in (0, 1], got 0"),
     ("dead_fraction/layer=-1", "non-negative integer"),
-    ("dead_fraction/layer=0", "layer 0 has no such value"),
+    ("dead_fraction/layer=0", "dead_fraction/layer=0: layer 0 is a Linear; dead_fraction reads ReLU layers "
+                              "(layers 1, 3)"),
+    ("dead_fraction/layer=5", "dead_fraction/layer=5: the network has no layer 5 (its layers are 0 to 4)"),
+    ("saturated_fraction/layer=1", "layer 1 is a ReLU; saturated_fraction reads Tanh or Sigmoid layers (none in this "
+                                   "network)"),
+    ("ntk_effective_rank/layer=1", "ntk_effective_rank/layer=1: ntk_effective_rank is a value of the whole network"),
     ("gradient_norm", "needs targets and a loss"),
     ("parameter_distance", "needs the network at initialisation"),
 ])
 def test_bad_names_say_what_is_wrong(name, message):
     net = Network(mlp(), np.random.default_rng(0))
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=re.escape(message)):
         compute_statistics(net, np.zeros((3, 6)), None, None, [name])
+
+
+@pytest.mark.parametrize("base", [b for b, s in STATISTICS.items() if s.parameters])
+def test_every_parameter_is_checked_against_its_interval_when_parsed(base):
+    """Closed ends are accepted, open ends and values beyond either end are refused, before any work."""
+    for key, parameter in STATISTICS[base].parameters.items():
+        assert parameter.admits(parameter.default)
+        ends = [(parameter.low, parameter.closed[0] == "[", -1), (parameter.high, parameter.closed[1] == "]", 1)]
+        for end, closed, outward in ends:
+            if math.isinf(end):
+                continue
+            for value, admitted in ((end, closed), (end + outward * 1e-9, False)):
+                name = f"{base}/{key}={value!r}"
+                if admitted:
+                    assert parse_name(name).parameters[key] == value
+                else:
+                    with pytest.raises(ValueError, match=re.escape(f"{name}: {key} must lie in {parameter.interval}")):
+                        parse_name(name)
+
+
+@pytest.mark.parametrize("arch, batch, expected", [
+    ("mlp-Tanh", 12, {"dead_fraction": "ReLU", "low_activity_fraction/threshold=0.01": "ReLU",
+                      "active_fraction": "ReLU", "linearised_fraction": "ReLU or LeakyReLU"}),
+    ("mlp-ReLU", 12, {"saturated_fraction/threshold=0.99": "Tanh or Sigmoid"}),
+    ("linear", 12, {"dead_fraction": "ReLU", "dormant_fraction/tau=0": "activation",
+                    "dormant_fraction/tau=0.025": "activation", "low_activity_fraction/threshold=0.01": "ReLU",
+                    "active_fraction": "ReLU", "linearised_fraction": "ReLU or LeakyReLU",
+                    "saturated_fraction/threshold=0.99": "Tanh or Sigmoid", "feature_effective_rank": "activation",
+                    "feature_srank/delta=0.01": "activation", "feature_approximate_rank/threshold=0.99": "activation",
+                    "feature_rank/eps=0.01": "activation", "feature_stable_rank": "activation",
+                    "feature_numerical_rank": "activation"}),
+])
+def test_unavailable_names_what_gives_no_value_and_which_layers_it_reads(arch, batch, expected):
+    layers, shape = NETWORKS[arch]
+    net = Network(layers(), np.random.default_rng(0))
+    assert unavailable(net, DEFAULT_STATISTICS, batch) == {
+        name: f"it reads {kinds} layers; the network has none" for name, kinds in expected.items()}
+
+
+def test_a_batch_of_one_has_no_gradient_cosines():
+    net = Network(mlp(), np.random.default_rng(0))
+    names = ["loss", "gradient_cosine_mean", "gradient_cosine_negative_fraction"]
+    why = "it needs 2 examples or more; the batch has 1"
+    assert unavailable(net, names, 1) == {names[1]: why, names[2]: why}
+    assert list(compute_statistics(net, np.zeros((1, 6)), np.zeros((1, 3)), "mse", names)) == ["loss"]
+    assert unavailable(net, names, 2) == {}
+
+
+def test_every_statistic_has_a_one_line_formula_and_is_listed():
+    lines = describe_statistics().splitlines()
+    assert len(lines) == len(STATISTICS)
+    for line, (base, statistic) in zip(lines, STATISTICS.items()):
+        assert statistic.formula and "\n" not in statistic.formula
+        name, formula = line.split(None, 1)
+        assert parse_name(name).base == base and name == parse_name(name).key(None)  # every default spelled out
+        intervals = "".join(f"; {k} in {p.interval}" for k, p in statistic.parameters.items())
+        assert formula == statistic.formula + intervals
+    assert "dormant_fraction/tau=0.025" in describe_statistics()
+    assert "; tau in [0, inf)" in describe_statistics()
+
+
+def test_the_docs_table_has_every_statistic_with_the_librarys_formula_and_parameters():
+    """docs/statistics.md is written by hand; its table of statistics must say what STATISTICS says."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "statistics.md").read_text()
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if len(cells) == 6 and re.fullmatch(r"`[a-z_]+`", cells[0]):
+            assert cells[0][1:-1] not in rows, cells[0]
+            rows[cells[0][1:-1]] = cells
+    assert list(rows) == list(STATISTICS)
+    for base, statistic in STATISTICS.items():
+        parameters = ", ".join(f"`{k}` = {format_number(p.default)} in {p.interval}"
+                               for k, p in statistic.parameters.items())
+        assert rows[base][1:3] == [parameters, statistic.formula], base
 
 
 @pytest.mark.parametrize("where", ["x", "t", "net", "init_net"])

@@ -107,3 +107,16 @@ def test_against_the_loss_of_plasticity_code(seed):
 def test_singular_values_needs_a_matrix():
     with pytest.raises(ValueError, match="2-D"):
         rank.singular_values(np.zeros(3))
+
+
+def test_thresholds_are_compared_in_float64_on_float32_singular_values():
+    """Each case lies between a threshold and its float32 rounding, where a comparison made in
+    float32 gives the other answer (in brackets)."""
+    f32 = np.float32
+    s = np.array([1.0, 1.0], f32)  # half the sum (and of the sum of squares) in s_1
+    assert rank.srank(s, delta=0.49999999) == 2  # [1]: 1 - float32(0.49999999) = 0.5
+    assert rank.approximate_rank(s, threshold=0.50000001) == 2  # [1]: float32(0.50000001) = 0.5
+    assert rank.feature_rank(np.array([1.0], f32), 1, eps=0.99999999) == 1  # [0]: float32(0.99999999) = 1
+    # rtol s_1 = 3 2^-23 (1 + 2^-23) = 3 2^-23 + 1.5 2^-45 exactly, 3 2^-23 + 2^-44 = s_2 in float32
+    s = np.array([1 + 2.0 ** -23, 3 * 2.0 ** -23 + 2.0 ** -44], f32)
+    assert rank.numerical_rank(s, rank.default_rtol((3, 2), f32)) == 2  # [1]

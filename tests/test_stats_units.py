@@ -54,6 +54,32 @@ def test_saturation_of_hand_built_tanh_and_sigmoid_outputs():
         units.saturated_fraction(tanh, "ReLU")
 
 
+def test_thresholds_are_compared_in_float64_on_float32_activations():
+    """Each float32 case lies between a threshold and the threshold's float32 rounding, where a
+    comparison made in float32 gives the other answer (in brackets)."""
+    f32 = np.float32
+    tanh = np.array([[0.99], [1.0], [-0.5]], f32)  # float32(0.99) = 0.99000001 > 0.99
+    np.testing.assert_array_equal(units.saturated_fraction(tanh, "Tanh", 0.99), [2 / 3])  # [1/3]
+    np.testing.assert_array_equal(units.saturated_fraction(tanh, "Tanh", 0.99999999), [1 / 3])  # [0]: 1 > 1
+    sigmoid = np.array([[0.01], [0.5]], f32)  # float32(0.01) = 0.0099999998 < 1 - 0.99
+    np.testing.assert_array_equal(units.saturated_fraction(sigmoid, "Sigmoid", 0.99), [1 / 2])  # [0]
+    h = np.array([[1.0, 3.0]], f32)  # scores 0.5 and 1.5; float32(0.49999999) = 0.5
+    np.testing.assert_array_equal(units.dormant_units(h, tau=0.49999999), [False, False])  # [True, False]
+    h = np.array([[1.0], [0.0]], f32)  # active on half the samples; float32(0.50000001) = 0.5
+    np.testing.assert_array_equal(units.low_activity_units(h, threshold=0.50000001), [True])  # [False]
+
+
+def test_a_float32_network_saturates_as_a_float64_one():
+    """tanh(+-100) is exactly +-1 in both dtypes, above 0.99999999; rounded to float32 that threshold is 1."""
+    for dtype in (np.float64, np.float32):
+        net = Network([Linear(2, 2), Tanh(), Linear(2, 1)], np.random.default_rng(0), dtype)
+        net.get_parameter("0.weight")[...] = 100 * np.eye(2)
+        net.get_parameter("0.bias")[...] = 0
+        x = np.array([[1.0, -1.0], [-2.0, 3.0]])
+        out = compute_statistics(net, x, None, None, ["saturated_fraction/threshold=0.99999999"])
+        assert out["saturated_fraction/threshold=0.99999999"] == 1.0, dtype
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_a_unit_forced_dead_and_a_unit_forced_linear(dtype):
     rng = np.random.default_rng(0)
@@ -136,7 +162,7 @@ def test_unit_statistics_against_torch_formulas(arch, dtype):
             low = (u != 0).double().mean(1) < 0.3
             per_unit.setdefault("low_activity_fraction/threshold=0.3", {})[i] = low.double()
         if kind in ("Tanh", "Sigmoid"):
-            u = units_axis_first(h)
+            u = units_axis_first(h).double()  # thresholds are compared in float64
             for th in (0.99, 0.9):
                 sat = u.abs() > th if kind == "Tanh" else (u < 1 - th) | (u > th)
                 per_unit.setdefault(f"saturated_fraction/threshold={th}", {})[i] = sat.double().mean(1)

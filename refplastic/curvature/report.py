@@ -2,15 +2,8 @@
 
 :func:`curvature_report` returns a nested dict whose layout is the HDF5 layout of
 :func:`write_report_h5` (dicts are groups, arrays datasets, scalars attributes; documented in
-docs/curvature.md). Quantities (any subset, in this order):
-
-    hessian_eigenvalues, ggn_eigenvalues   exact spectra (P <= max_exact_parameters) + scalars
-    hessian_lanczos, ggn_lanczos           top-k / bottom-k Ritz values and residuals
-    hessian_trace, ggn_trace               Hutchinson estimate and its standard error
-    hessian_density, ggn_density           SLQ nodes, weights and smoothed density on a grid
-    gradients                              per-example gradient norms, cosine similarities, the
-                                           empirical Fisher's nonzero eigenvalues and traces
-    ntk                                    the empirical NTK J J^T and its eigenvalues
+docs/curvature.md). Quantities: any subset of :data:`QUANTITIES`, computed in that order; each
+one's formula is in :data:`QUANTITY_FORMULAS`.
 
 Quantity i draws from ``numpy.random.default_rng([seed, i])`` (i its index above), so adding
 or removing a quantity does not change the others' numbers.
@@ -39,8 +32,29 @@ SPECTRUM_QUANTITIES = ("hessian_eigenvalues", "ggn_eigenvalues", "hessian_lanczo
                        "ggn_density", "ntk")
 FORMAT = "refplastic-curvature"
 VERSION = 1
-QUANTITIES = ("hessian_eigenvalues", "ggn_eigenvalues", "hessian_lanczos", "ggn_lanczos", "hessian_trace",
-              "ggn_trace", "hessian_density", "ggn_density", "gradients", "ntk")
+QUANTITY_FORMULAS = {
+    "hessian_eigenvalues": "every eigenvalue of the exact Hessian H = d^2L/dtheta^2 (P <= 5000), and spectrum_scalars",
+    "ggn_eigenvalues": "every eigenvalue of the exact Gauss-Newton matrix G = J^T H_z J (P <= 5000), and "
+                       "spectrum_scalars",
+    "hessian_lanczos": "the top_k largest and smallest Ritz values theta of H after min(P, 2 top_k + 40) Lanczos "
+                       "steps, with residuals |H y - theta y|",
+    "ggn_lanczos": "the top_k largest and smallest Ritz values theta of G after min(P, 2 top_k + 40) Lanczos steps, "
+                   "with residuals |G y - theta y|",
+    "hessian_trace": "tr H ~ (1/S) sum_s z_s^T H z_s over S = 100 Rademacher probes z_s (Hutchinson), with its "
+                     "standard error",
+    "ggn_trace": "tr G ~ (1/S) sum_s z_s^T G z_s over S = 100 Rademacher probes z_s (Hutchinson), with its standard "
+                 "error",
+    "hessian_density": "phi(t) = (1/S) sum_s sum_i w_si N(t; theta_si, s^2), stochastic Lanczos quadrature of H "
+                       "(S = 10 probes, 90 steps)",
+    "ggn_density": "phi(t) = (1/S) sum_s sum_i w_si N(t; theta_si, s^2), stochastic Lanczos quadrature of G "
+                   "(S = 10 probes, 90 steps)",
+    "gradients": "per-example gradients g_n = N dL_n/dtheta: norms |g_n|, cosines <g_n, g_m> / (|g_n| |g_m|), the "
+                 "empirical Fisher (1/N) sum_n g_n g_n^T's nonzero eigenvalues and trace, the covariance's trace",
+    "ntk": "the empirical NTK J J^T (M x M, M = N D) and its eigenvalues",
+}
+"""Each quantity's formula in one line, with :func:`curvature_report`'s defaults (docs/curvature.md
+has the same table; ``refplastic curvature --list`` prints it)."""
+QUANTITIES = tuple(QUANTITY_FORMULAS)
 
 
 def curvature_report(net, loss, x, t, quantities, seed, progress=None, *, top_k=20, lanczos_steps=None,
@@ -123,6 +137,12 @@ def _defined_values(part):
     if not isinstance(part, dict):
         return part
     return {key: _defined_values(value) for key, value in part.items() if key != "condition_number"}
+
+
+def describe_quantities():
+    """One line per quantity: its name and its formula (what ``refplastic curvature --list`` prints)."""
+    width = max(len(name) for name in QUANTITY_FORMULAS)
+    return "\n".join(f"{name:<{width}}  {formula}" for name, formula in QUANTITY_FORMULAS.items())
 
 
 def check_top_k(top_k, num_parameters):

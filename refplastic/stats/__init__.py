@@ -10,5 +10,5 @@ rank), :mod:`.weights` (norms, magnitudes, distance from initialisation), :mod:`
 """
 
 from .collect import (CURVATURE_STATISTICS, DEFAULT_STATISTICS, INIT_STATISTICS, STATISTICS, compute_statistics,
-                      needing_init, parse_name)
+                      describe_statistics, needing_init, parse_name, unavailable)
 from .report import format_statistics, read_statistics_h5, write_statistics_h5

@@ -73,9 +73,13 @@ SATURATING = ("Tanh", "Sigmoid")
 def saturated_fraction(h, activation, threshold=0.99):
     """Per unit: the fraction of samples in the flat tails of ``activation``.
 
-    Tanh: ``|h| > threshold``; Sigmoid: ``h < 1 - threshold`` or ``h > threshold``.
+    Tanh: ``|h| > threshold``; Sigmoid: ``h < 1 - threshold`` or ``h > threshold``. The
+    comparisons run in float64 (float32 samples are widened, exactly), so that a float32 network
+    meets the threshold itself and not its float32 rounding (0.99 would become 0.99000001, and
+    0.99999999 would become 1, which no output exceeds); for 0.5 <= threshold <= 1 the float64
+    ``1 - threshold`` is exact too.
     """
-    samples = unit_samples(h)
+    samples = unit_samples(h).astype(np.float64)
     if activation == "Tanh":
         saturated = np.abs(samples) > threshold
     elif activation == "Sigmoid":
