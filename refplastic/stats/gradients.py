@@ -31,7 +31,7 @@ the same way: seeded k-means++ and Lloyd's algorithm on the rows of C.
 
 import numpy as np
 
-from ..curvature import CurvatureBatch, per_example_gradients
+from ..curvature import CurvatureBatch, per_example_gradients, preserved_buffers
 from ..curvature.per_example import independent_examples
 from ..nn import Linear
 
@@ -51,7 +51,8 @@ def per_example_gradient_gram(net, loss, x, t, batch=None):
         G = per_example_gradients(net, loss, x, t, batch=batch).astype(np.float64)
         return G @ G.T
     n = batch.z.shape[0]
-    inputs = [net.as_input(x)] + net.layer_outputs(x)[:-1]
+    with preserved_buffers(net):  # a train-mode forward moves BatchNorm statistics and spectral-norm vectors
+        inputs = [net.as_input(x)] + net.layer_outputs(x)[:-1]
     factorised = [i for i, layer in enumerate(net.layers) if isinstance(layer, Linear) and inputs[i].ndim == 2]
     gram = np.zeros((n, n))
     for i in factorised:
