@@ -242,7 +242,7 @@ STATISTICS = {
     "active_fraction": Statistic(_unit_statistic(ReLU, units.active_fraction), {}),
     "linearised_fraction": Statistic(_unit_statistic((ReLU, LeakyReLU), units.linearised_units), {}),
     "saturated_fraction": Statistic(_saturated_fraction, {"threshold": 0.99}),
-    # pre-activations: outputs of Linear and Conv2d layers
+    # pre-activations: outputs of Linear, SpectralNormLinear and Conv2d layers
     "preactivation_mean": Statistic(_unit_statistic(PREACTIVATIONS, lambda z: preactivations.unit_moments(z)[0]), {}),
     "preactivation_std": Statistic(_unit_statistic(PREACTIVATIONS, lambda z: preactivations.unit_moments(z)[1]), {}),
     "preactivation_one_sided_fraction": Statistic(_unit_statistic(PREACTIVATIONS, preactivations.one_sided_units), {}),

@@ -19,7 +19,7 @@ loss has ``g_n = N gy_n x_n^T`` (weight) and ``N gy_n`` (bias), so its part of K
     K_layer = N^2 (gy gy^T) o (x x^T) + N^2 gy gy^T          (o: elementwise product)
 
 (Goodfellow 2015's trick), O(N^2 (in + out)) instead of the O(N in out) of the gradients
-themselves. Other layers with parameters (Conv2d, LayerNorm, eval-mode BatchNorm) contribute
+themselves. Other layers with parameters (Conv2d, SpectralNormLinear, LayerNorm, eval-mode BatchNorm) contribute
 ``G_layer G_layer^T`` from their columns of :func:`refplastic.curvature.per_example_gradients`.
 A layer that mixes examples (a BatchNorm that normalises with batch statistics, a LayerNorm
 whose ``normalized_shape`` spans the batch axis) makes every example's loss depend on every
