@@ -283,3 +283,19 @@ def test_float32_keeps_its_dtype(dtype):
     assert net.forward(x).dtype == dtype
     assert all(b.dtype == dtype for _, b in net.named_buffers())
     assert TORCH_DTYPE[dtype] == torch_module(net)[0].parametrizations.weight.original.dtype
+
+
+def test_checkpoint_round_trip_keeps_u_v(tmp_path):
+    """u and v are state: a network loaded from a checkpoint continues the power iteration exactly."""
+    from refplastic.checkpoint import load_network, save_checkpoint
+
+    rng = np.random.default_rng(12)
+    net = Network([perturbed(SpectralNormLinear(4, 3)), Tanh()], rng)
+    x = rng.normal(size=(5, 4))
+    net.forward(x)
+    save_checkpoint(tmp_path / "net.h5", net)
+    loaded = load_network(tmp_path / "net.h5", like=net)
+    for (name, a), b in zip(net.state_dict().items(), loaded.state_dict().values()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    np.testing.assert_array_equal(loaded.forward(x), net.forward(x))
+    np.testing.assert_array_equal(loaded.layers[0].buffers["u"], net.layers[0].buffers["u"])
