@@ -5,7 +5,8 @@ Layout (version 1)::
     /                 attrs: format = "refplastic-checkpoint", version = 1, refplastic_version,
                              command, architecture (JSON list of {"type", **torch kwargs}),
                              dtype ("float64" | "float32"), training (bool)
-    /state/<name>     parameters and buffers, PyTorch state-dict names and layouts
+    /state/<name>     parameters and buffers, PyTorch state-dict names and layouts (SpectralNormLinear:
+                      refplastic names, mapped to torch's in docs/conventions.md)
     /optimizer        the optimizer's state_dict(): attrs name and its scalars (optimizer, hyperparameters,
                       step); datasets its arrays (the state buffers, Adam's betas)
     /run              attrs: config (JSON), rng_state (JSON of the bit generator state), step

@@ -33,14 +33,31 @@ def assert_close(a, b, rtol, what=""):
     assert err <= rtol, f"{what}: relative error {err:.3e} > {rtol:.1e}"
 
 
+# refplastic's state names that torch spells otherwise, by layer type (docs/conventions.md)
+TORCH_STATE_NAMES = {"SpectralNormLinear": {"weight": "parametrizations.weight.original",
+                                            "u": "parametrizations.weight.0._u", "v": "parametrizations.weight.0._v"}}
+
+
+def torch_layer(spec):
+    """The torch module for one architecture entry ``{"type": ..., **kwargs}``."""
+    spec = dict(spec)
+    kind = spec.pop("type")
+    if kind == "SpectralNormLinear":
+        n, eps = spec.pop("n_power_iterations"), spec.pop("eps")
+        return torch.nn.utils.parametrizations.spectral_norm(torch.nn.Linear(**spec), n_power_iterations=n, eps=eps)
+    return getattr(torch.nn, kind)(**spec)
+
+
+def torch_state_name(net, name):
+    """torch's name for the parameter or buffer ``name`` ("i.weight") of ``net``."""
+    index, own = name.split(".", 1)
+    return f"{index}.{TORCH_STATE_NAMES.get(type(net.layers[int(index)]).__name__, {}).get(own, own)}"
+
+
 def torch_module(net):
     """The torch.nn.Sequential with ``net``'s architecture, parameters, buffers and mode."""
-    layers = []
-    for spec in net.architecture():
-        spec = dict(spec)
-        layers.append(getattr(torch.nn, spec.pop("type"))(**spec))
-    module = torch.nn.Sequential(*layers).to(TORCH_DTYPE[net.dtype])
-    state = {k: torch.from_numpy(np.array(v)) for k, v in net.state_dict().items()}
+    module = torch.nn.Sequential(*[torch_layer(spec) for spec in net.architecture()]).to(TORCH_DTYPE[net.dtype])
+    state = {torch_state_name(net, k): torch.from_numpy(np.array(v)) for k, v in net.state_dict().items()}
     module.load_state_dict(state)
     module.train(net.training)
     return module
@@ -70,7 +87,7 @@ def check_layer(layer, x_shape, rng, dtype=np.float64, input_grad=True, fd=True,
     yt = module(xt)
     assert_close(y, yt.detach().numpy(), rtol, f"{layer} forward")
     for name, buf in net.named_buffers():
-        assert_close(buf, module.state_dict()[name].numpy(), rtol, f"{layer} buffer {name}")
+        assert_close(buf, module.state_dict()[torch_state_name(net, name)].numpy(), rtol, f"{layer} buffer {name}")
 
     w = rng.normal(size=y.shape).astype(dtype)
     c = rng.uniform(0.5, 1.5, size=y.shape).astype(dtype)

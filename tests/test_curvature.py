@@ -3,7 +3,7 @@
 Every torch number here comes from reverse mode only (``torch.autograd.grad``, twice for second
 order): torch.func's Hessians (jacfwd or jacrev over jacrev) are wrong through LayerNorm and
 BatchNorm in torch 2.13 (see docs/curvature.md). Networks: MLPs and CNNs (Conv2d, MaxPool2d) with
-each activation, LayerNorm, BatchNorm1d and BatchNorm2d in train and eval mode; float64 to a
+each activation, LayerNorm, BatchNorm1d, BatchNorm2d and SpectralNormLinear in train and eval mode; float64 to a
 relative error of 1e-9, float32 to 1e-5.
 """
 
@@ -17,7 +17,7 @@ from oracle import assert_close, torch_module
 from refplastic.curvature import (CurvatureBatch, cosine_similarity, empirical_fisher, ggn, ggn_vp,
                                   gradient_covariance, hessian, hvp, jacobian, ntk, per_example_gradients)
 from refplastic.nn import (GELU, BatchNorm1d, BatchNorm2d, Flatten, Identity, LayerNorm, LeakyReLU, Linear, Network,
-                           ReLU, Sigmoid, Tanh, make_loss)
+                           ReLU, Sigmoid, SpectralNormLinear, Tanh, make_loss)
 from refplastic.nn.conv import Conv2d
 from refplastic.nn.pool import MaxPool2d
 
@@ -50,6 +50,12 @@ ARCHITECTURES = {
                                        (4, 2, 6, 6)), True),
     "cnn-batchnorm2d-eval": (lambda: ([Conv2d(2, 3, 3), BatchNorm2d(3), ReLU(), Flatten(), Linear(48, 3)],
                                       (4, 2, 6, 6)), False),
+    # train mode: the forward's power iteration, then u and v constants (as torch)
+    "spectralnorm-ReLU": (lambda: ([SpectralNormLinear(5, 6), ReLU(), Linear(6, 3)], (7, 5)), True),
+    "spectralnorm-Tanh": (lambda: ([SpectralNormLinear(5, 6), Tanh(), Linear(6, 3)], (7, 5)), True),
+    "spectralnorm-hidden": (lambda: ([Linear(5, 6), Tanh(), SpectralNormLinear(6, 6, n_power_iterations=2), ReLU(),
+                                      Linear(6, 3)], (7, 5)), True),  # an input tangent Rx into it
+    "spectralnorm-eval": (lambda: ([Linear(5, 6), GELU(), SpectralNormLinear(6, 3, bias=False)], (7, 5)), False),
 }
 
 
@@ -151,7 +157,8 @@ def test_hvp_against_torch_double_backward(arch, loss_name):
     assert_close(hvp(net, loss, x, t, V[0]), HV[0], 1e-15, "single direction")
 
 
-@pytest.mark.parametrize("arch", ["mlp-Tanh", "layernorm", "batchnorm1d-train", "cnn-batchnorm2d-train"])
+@pytest.mark.parametrize("arch", ["mlp-Tanh", "layernorm", "batchnorm1d-train", "cnn-batchnorm2d-train",
+                                  "spectralnorm-hidden"])
 def test_float32_hvp_and_hessian_against_torch(arch):
     net, loss, x, t = problem(arch, "cross_entropy", dtype=np.float32)
     twin = TorchTwin(net, "cross_entropy", x, t)
@@ -212,8 +219,9 @@ def test_hessian_routes_agree(arch, loss_name, monkeypatch):
         assert not np.array_equal(factored, unit)  # the two routes really differ in the arithmetic
 
 
+# spectral norm in eval mode: differences with u and v held fixed, as the derivatives hold them
 @pytest.mark.parametrize("arch", ["mlp-Tanh", "mlp-GELU", "layernorm", "batchnorm1d-train", "cnn-Tanh",
-                                  "cnn-batchnorm2d-train"])
+                                  "cnn-batchnorm2d-train", "spectralnorm-eval"])
 def test_hvp_against_finite_differences(arch):
     net, loss, x, t = problem(arch, "cross_entropy")
     v = np.random.default_rng(3).normal(size=net.num_parameters)

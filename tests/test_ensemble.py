@@ -8,7 +8,7 @@ stacked parameters must be E optimizers, and the whole must match torch's own en
 import numpy as np
 import pytest
 import torch
-from oracle import RTOL, TORCH_DTYPE, assert_close, torch_module
+from oracle import RTOL, TORCH_DTYPE, assert_close, torch_module, torch_state_name
 
 from refplastic.nn import Ensemble, Network, make_loss, make_optimizer
 
@@ -19,8 +19,11 @@ CNN = [{"type": "Conv2d", "in_channels": 2, "out_channels": 3, "kernel_size": 3,
        {"type": "Linear", "in_features": 12, "out_features": 4}]
 BATCHNORM = [{"type": "Linear", "in_features": 6, "out_features": 5}, {"type": "BatchNorm1d", "num_features": 5},
              {"type": "ReLU"}, {"type": "Linear", "in_features": 5, "out_features": 3}]
-ARCHITECTURES = {"mlp": (MLP, (6,)), "cnn": (CNN, (2, 7, 9)), "batchnorm": (BATCHNORM, (6,))}
-CLASSES = {"mlp": 3, "cnn": 4, "batchnorm": 3}
+SPECTRALNORM = [{"type": "SpectralNormLinear", "in_features": 6, "out_features": 5}, {"type": "ReLU"},
+                {"type": "Linear", "in_features": 5, "out_features": 3}]
+ARCHITECTURES = {"mlp": (MLP, (6,)), "cnn": (CNN, (2, 7, 9)), "batchnorm": (BATCHNORM, (6,)),
+                 "spectralnorm": (SPECTRALNORM, (6,))}
+CLASSES = {"mlp": 3, "cnn": 4, "batchnorm": 3, "spectralnorm": 3}
 E, N = 3, 5
 
 
@@ -49,7 +52,7 @@ def test_rows_are_the_gradients_of_lone_networks(name, dtype):
     loss = make_loss("cross_entropy")
     losses, grad = ens.loss_and_grad(x, t, loss)
     assert losses.shape == (E,) and grad is ens.grad and grad.shape == (E, ens.num_parameters)
-    outputs = ens.forward(x)  # in training mode, a second update of BatchNorm's running statistics
+    outputs = ens.forward(x)  # in training mode, a second update of BatchNorm's running statistics (or of u, v)
     for e, net in enumerate(lone):
         value, g = net.loss_and_grad(x[e], t[e], loss)
         assert losses[e] == value
@@ -89,14 +92,17 @@ def test_against_torch_vmap_over_stacked_modules(name, dtype):
         ens.eval()
         for member in ens.members:
             member.layers[1].buffers["running_var"][...] = np.random.default_rng(10).uniform(0.5, 2.0, 5)
+    if name == "spectralnorm":  # nor u and v (no batching rule for normalize's out=): eval mode
+        ens.eval()
     x, t = batch(np.random.default_rng(6), input_shape, CLASSES[name], dtype)
     losses, grad = ens.loss_and_grad(x, t, make_loss("cross_entropy"))
 
     modules = [torch_module(member) for member in ens.members]
     params, buffers = torch.func.stack_module_state(modules)
-    assert sorted(params | buffers) == sorted(ens.state_dict())
+    torch_name = {key: torch_state_name(ens.members[0], key) for key in ens.state_dict()}
+    assert sorted(params | buffers) == sorted(torch_name.values())
     for key, value in ens.state_dict().items():
-        np.testing.assert_array_equal(value, (params | buffers)[key].detach().numpy())
+        np.testing.assert_array_equal(value, (params | buffers)[torch_name[key]].detach().numpy())
 
     def member_loss(p, b, xe, te):
         z = torch.func.functional_call(modules[0], (p, b), (xe,))
@@ -107,7 +113,7 @@ def test_against_torch_vmap_over_stacked_modules(name, dtype):
     torch_grads = torch.vmap(torch.func.grad(member_loss))(params, buffers, xt, tt)
     assert_close(losses, torch_losses.detach().numpy(), RTOL[dtype], "losses")
     views = ens.members[0].unflatten(grad)  # (E, *shape) views of the stacked gradient, layer by layer
-    named = {f"{i}.{k}": v for i, layer in enumerate(views) for k, v in layer.items()}
+    named = {torch_name[f"{i}.{k}"]: v for i, layer in enumerate(views) for k, v in layer.items()}
     assert list(named) == list(torch_grads)
     for key, value in named.items():
         assert_close(value, torch_grads[key].detach().numpy(), RTOL[dtype], key)

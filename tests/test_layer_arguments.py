@@ -3,7 +3,8 @@ name the argument."""
 
 import pytest
 
-from refplastic.nn import BatchNorm1d, BatchNorm2d, Flatten, LayerNorm, LeakyReLU, Linear, build_layer
+from refplastic.nn import (BatchNorm1d, BatchNorm2d, Flatten, LayerNorm, LeakyReLU, Linear, SpectralNormLinear,
+                           build_layer)
 
 
 @pytest.mark.parametrize("make,match", [
@@ -21,6 +22,10 @@ from refplastic.nn import BatchNorm1d, BatchNorm2d, Flatten, LayerNorm, LeakyReL
     (lambda: BatchNorm1d(3, eps=-1e-5), "eps"),
     (lambda: Flatten(1.5), "start_dim must be an int"),
     (lambda: LeakyReLU(float("inf")), "negative_slope must be a finite number"),
+    (lambda: SpectralNormLinear(0, 2), "in_features must be a positive int"),
+    (lambda: SpectralNormLinear(3, 2, n_power_iterations=0), "n_power_iterations must be a positive int"),
+    (lambda: SpectralNormLinear(3, 2, n_power_iterations=1.0), "n_power_iterations"),
+    (lambda: SpectralNormLinear(3, 2, eps=-1.0), "eps must be a finite number > 0"),
 ])
 def test_bad_layer_arguments(make, match):
     with pytest.raises(ValueError, match=match):
@@ -41,8 +46,12 @@ def test_constructor_defaults_are_torchs():
 
     from refplastic.nn import LAYER_TYPES
 
+    # torch builds SpectralNormLinear as spectral_norm(nn.Linear(...), n_power_iterations, eps)
+    constructors = {"SpectralNormLinear": (torch.nn.Linear.__init__, torch.nn.utils.parametrizations.spectral_norm)}
     for name, cls in LAYER_TYPES.items():
-        reference = inspect.signature(getattr(torch.nn, name).__init__).parameters
+        reference = {}
+        for constructor in constructors[name] if name in constructors else (getattr(torch.nn, name).__init__,):
+            reference.update(inspect.signature(constructor).parameters)
         for argument, parameter in inspect.signature(cls.__init__).parameters.items():
             if argument != "self":
                 assert argument in reference, (name, argument)

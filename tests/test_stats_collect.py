@@ -13,7 +13,7 @@ import torch
 from oracle import torch_module
 
 from refplastic.nn import (GELU, BatchNorm1d, BatchNorm2d, Flatten, Identity, LayerNorm, LeakyReLU, Linear, Network,
-                           ReLU, Sigmoid, Tanh, make_loss)
+                           ReLU, Sigmoid, SpectralNormLinear, Tanh, make_loss)
 from refplastic.nn.conv import Conv2d
 from refplastic.nn.pool import MaxPool2d
 from refplastic.overflow import NotFinite
@@ -36,6 +36,7 @@ NETWORKS = {
     "batchnorm1d": (lambda: [Linear(6, 8), BatchNorm1d(8), ReLU(), Linear(8, 3)], (12, 6)),
     "batchnorm2d": (lambda: [Conv2d(2, 3, 3), BatchNorm2d(3), ReLU(), Flatten(), Linear(3 * 4 * 4, 3)], (12, 2, 6, 6)),
     "linear": (lambda: [Linear(6, 3)], (12, 6)),
+    "spectralnorm": (lambda: [SpectralNormLinear(6, 8), ReLU(), Linear(8, 3)], (12, 6)),  # buffers u, v
 }
 KEY = re.compile(r"^[a-z_]+(/[a-z]+=[0-9.e+-]+)*(/layer=\d+)?$")
 

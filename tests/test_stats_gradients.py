@@ -1,13 +1,15 @@
 """Gradient statistics: identical gradients give C = 1; the Gram matrix of per-example
 gradients against torch (one autograd.grad per example) for dense, convolutional and
-normalised networks, train-mode BatchNorm included; float64 and float32; the k-means order."""
+normalised networks, train-mode BatchNorm and spectral normalisation included; float64 and float32;
+the k-means order."""
 
 import numpy as np
 import pytest
 import torch
 from oracle import torch_module
 
-from refplastic.nn import BatchNorm1d, BatchNorm2d, Flatten, LayerNorm, Linear, Network, ReLU, Tanh, make_loss
+from refplastic.nn import (BatchNorm1d, BatchNorm2d, Flatten, LayerNorm, Linear, Network, ReLU, SpectralNormLinear,
+                           Tanh, make_loss)
 from refplastic.nn.conv import Conv2d
 from refplastic.nn.pool import MaxPool2d
 from refplastic.stats import compute_statistics, gradients
@@ -19,6 +21,7 @@ ARCHITECTURES = {
     "layernorm-over-batch": (lambda: [Linear(5, 6), LayerNorm((6, 6)), Tanh(), Linear(6, 3)], (6, 5)),
     "batchnorm1d": (lambda: [Linear(5, 6), BatchNorm1d(6), ReLU(), Linear(6, 3)], (6, 5)),
     "batchnorm2d": (lambda: [Conv2d(2, 3, 3), BatchNorm2d(3), Tanh(), Flatten(), Linear(3 * 4 * 4, 3)], (6, 2, 6, 6)),
+    "spectralnorm": (lambda: [SpectralNormLinear(5, 6), ReLU(), Linear(6, 3)], (6, 5)),
 }
 TORCH_LOSS = {"cross_entropy": torch.nn.functional.cross_entropy, "mse": torch.nn.functional.mse_loss}
 
@@ -29,7 +32,7 @@ def make_case(arch, dtype, training, loss_name, seed=0):
     net = Network(layers(), rng, dtype)
     net.flat[...] += rng.normal(scale=0.3, size=net.num_parameters).astype(dtype)
     for name, buffer in net.named_buffers():  # running statistics away from their initial values
-        if buffer.dtype.kind == "f":
+        if name.endswith(("running_mean", "running_var")):
             buffer[...] = rng.uniform(0.5, 1.5, buffer.shape) if "var" in name else rng.normal(size=buffer.shape)
     net.train(training)
     x = rng.normal(size=shape).astype(dtype)
@@ -59,7 +62,7 @@ def torch_per_example_gradients(net, x, t, loss_name):
     return torch.stack(rows).double(), module, z, tt
 
 
-MODES = [(arch, False) for arch in ARCHITECTURES] + [("batchnorm1d", True), ("batchnorm2d", True)]
+MODES = [(arch, False) for arch in ARCHITECTURES] + [(a, True) for a in ("batchnorm1d", "batchnorm2d", "spectralnorm")]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

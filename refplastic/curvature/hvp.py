@@ -22,7 +22,9 @@ batch with respect to theta, H_z = d^2 L / dz^2):
 
 Train-mode BatchNorm moves its running statistics in ``forward``; the batch's forward pass runs
 inside :func:`preserved_buffers`, so the network's buffers are as they were, while the curvature
-is that of the train-mode loss (batch statistics), as torch computes it.
+is that of the train-mode loss (batch statistics), as torch computes it. Likewise a train-mode
+SpectralNormLinear's power iteration runs once, in that forward pass, and the curvature is that of
+the loss with the u and v it leaves, held constant (as torch's derivatives hold them).
 A batch stays valid while the parameters stay as they were when it was made.
 """
 
@@ -34,7 +36,7 @@ import numpy as np
 
 @contextlib.contextmanager
 def preserved_buffers(net):
-    """Restore every buffer (BatchNorm running statistics) of ``net`` on exit."""
+    """Restore every buffer (BatchNorm running statistics, spectral-norm u and v) of ``net`` on exit."""
     saved = [(a, a.copy()) for _, a in net.named_buffers()]
     try:
         yield net

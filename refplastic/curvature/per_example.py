@@ -10,11 +10,13 @@ Row n of the per-example gradient matrix is
 When examples do not interact, g_n is the gradient of the loss on example n alone. Two exact
 routes, without a Python loop over examples:
 
-- per layer (examples independent: Linear, Conv2d, LayerNorm over non-batch axes, BatchNorm with running statistics
-  in eval mode, and the parameter-free elementwise, MaxPool2d and Flatten layers): one backward
+- per layer (examples independent: Linear, SpectralNormLinear, Conv2d, LayerNorm over non-batch axes, BatchNorm
+  with running statistics in eval mode, and the parameter-free elementwise, MaxPool2d and Flatten layers): one backward
   pass gives every layer's output cotangent gy; a layer's parameter gradient is a sum over
   examples, and its terms are the per-example gradients, e.g. Linear ``gW_n = gy_n^T x_n``,
-  ``gb_n = sum gy_n``, Conv2d ``gW_n = corr(gy_n, x_n)`` (:meth:`Conv2d.example_gradients`);
+  ``gb_n = sum gy_n``, Conv2d ``gW_n = corr(gy_n, x_n)`` (:meth:`Conv2d.example_gradients`),
+  SpectralNormLinear ``gW_n = (G_n - <G_n, W_sn> u v^T) / sigma`` with ``G_n = gy_n^T x_n``
+  (:meth:`SpectralNormLinear.example_gradients`; its power iteration depends on W alone);
 - through the whole network (any layer, including train-mode BatchNorm, whose batch statistics
   make example n's loss depend on every input): ``g_n = N J^T u_n`` with ``u_n`` the output
   cotangent ``dL/dz`` restricted to example n, a batched VJP over blocks of examples.
@@ -37,6 +39,7 @@ from ..nn.flatten import Flatten
 from ..nn.layernorm import LayerNorm
 from ..nn.linear import Linear
 from ..nn.pool import MaxPool2d
+from ..nn.spectral_norm import SpectralNormLinear
 from .hvp import CurvatureBatch
 
 
@@ -91,8 +94,9 @@ def _linear_map(layer, x, gy, out):
         np.sum(gy3, axis=1, out=out["bias"])
 
 
-def _conv_map(layer, cache, gy, out):
-    """``gW_n = corr(gy_n, x_n)``, ``gb_n = sum gy_n``: :meth:`Conv2d.example_gradients`."""
+def _own_map(layer, cache, gy, out):
+    """The layer's own ``example_gradients``: Conv2d ``gW_n = corr(gy_n, x_n)``, SpectralNormLinear
+    ``gW_n = (G_n - <G_n, W_sn> u v^T) / sigma``; ``gb_n = sum gy_n``."""
     layer.example_gradients(cache, gy, out)
 
 
@@ -121,8 +125,8 @@ def _example_map(layer, cache):
     may interact: a LayerNorm whose ``normalized_shape`` spans the batch axis too mixes them."""
     if isinstance(layer, Linear):
         return _linear_map
-    if isinstance(layer, Conv2d):
-        return _conv_map
+    if isinstance(layer, (Conv2d, SpectralNormLinear)):
+        return _own_map
     if isinstance(layer, LayerNorm) and -cache.xhat.ndim in cache.param_axes:
         return _normalization_map
     if isinstance(layer, _BatchNorm) and layer.track_running_stats and not layer.training:

@@ -13,3 +13,4 @@ from .losses import CrossEntropyLoss, HuberLoss, MSELoss, make_loss
 from .network import Network, as_dtype
 from .optim import SGD, Adam, AdamW, RMSprop, make_optimizer
 from .pool import MaxPool2d
+from .spectral_norm import SpectralNormLinear

@@ -1,7 +1,10 @@
 """Layers from PyTorch-style descriptions ``{"type": <torch.nn class name>, **constructor kwargs}``.
 
 This is how architectures are stored (reference files, checkpoints): the same list rebuilds the
-network in torch with ``torch.nn.Sequential(*[getattr(nn, d.pop("type"))(**d) for d in arch])``.
+network in torch with ``torch.nn.Sequential(*[getattr(nn, d.pop("type"))(**d) for d in arch])``,
+except ``SpectralNormLinear``, a refplastic name for what torch builds as
+``spectral_norm(nn.Linear(in_features, out_features, bias), n_power_iterations=n, eps=eps)``
+(``torch.nn.utils.parametrizations.spectral_norm``; see :mod:`refplastic.nn.spectral_norm`).
 """
 
 import inspect
@@ -13,9 +16,11 @@ from .flatten import Flatten
 from .layernorm import LayerNorm
 from .linear import Linear
 from .pool import MaxPool2d
+from .spectral_norm import SpectralNormLinear
 
 LAYER_TYPES = {cls.__name__: cls for cls in (
     Linear, Conv2d, MaxPool2d, Flatten, ReLU, LeakyReLU, Tanh, Sigmoid, GELU, Identity, LayerNorm, BatchNorm1d, BatchNorm2d,
+    SpectralNormLinear,
 )}
 
 

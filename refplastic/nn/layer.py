@@ -19,7 +19,8 @@ gives ``R{grad L} = H v`` exactly (see ``refplastic.curvature``).
 
 Parameters live in ``self.params``, an ordered dict from PyTorch parameter names ("weight",
 "bias") to arrays. A :class:`refplastic.nn.Network` binds them as views into one flat vector.
-Buffers (BatchNorm running statistics) live in ``self.buffers`` under PyTorch names.
+Buffers (BatchNorm running statistics, SpectralNormLinear's u and v) live in ``self.buffers``
+under PyTorch names (SpectralNormLinear's as in docs/conventions.md); only ``forward`` changes them.
 Gradient outputs are passed in as dicts of arrays to fill, so that a network can point them at
 views of one flat gradient vector and an optimizer can update everything in one kernel.
 

@@ -103,7 +103,7 @@ class Network:
         return [(f"{i}.{n}", a) for i, layer in enumerate(self.layers) for n, a in layer.params.items()]
 
     def named_buffers(self):
-        """``[(name, array), ...]`` of buffers (BatchNorm running statistics) in PyTorch order."""
+        """``[(name, array), ...]`` of buffers (BatchNorm running statistics, spectral-norm u, v) in PyTorch order."""
         return [(f"{i}.{n}", a) for i, layer in enumerate(self.layers) for n, a in layer.buffers.items()]
 
     def parameter_offsets(self):
@@ -197,7 +197,8 @@ class Network:
 
     # ---- modes -------------------------------------------------------------------------------
     def train(self, mode=True):
-        """Training mode (BatchNorm uses batch statistics and updates running ones)."""
+        """Training mode (BatchNorm uses batch statistics and updates running ones; SpectralNormLinear
+        runs its power iteration at every forward)."""
         for layer in self.layers:
             layer.training = bool(mode)
         return self
@@ -244,7 +245,7 @@ class Network:
     def layer_outputs(self, x):
         """Every layer's output, in order: ``outs[i]`` is the output of layer ``i``.
 
-        :mod:`refplastic.stats` takes pre-activations from the Linear and Conv2d layers and
+        :mod:`refplastic.stats` takes pre-activations from the Linear, SpectralNormLinear and Conv2d layers and
         activations from the activation layers; the input itself is not included.
         """
         y = self.as_input(x)

@@ -1,5 +1,8 @@
 """The built-in reference suite: small cases covering every layer type, loss, mode and dtype.
 
+Not yet SpectralNormLinear, whose torch state names differ (docs/conventions.md); its maps are
+checked against torch in tests/test_spectral_norm.py.
+
 Each case draws everything from ``numpy.random.default_rng(seed)`` with its own fixed seed:
 torch's default initialisation (refplastic.nn.init), then LayerNorm/BatchNorm weights from
 U(0.5, 1.5) and biases from N(0, 0.2^2) (away from the trivial 1 and 0), BatchNorm running means

@@ -42,7 +42,7 @@ import numpy as np
 
 from ..curvature import (CurvatureBatch, eigenvalues, ggn, hessian, lanczos_extremes, ntk, preserved_buffers,
                          spectrum_scalars)
-from ..nn import Conv2d, LeakyReLU, Linear, ReLU, Sigmoid, Tanh, make_loss
+from ..nn import Conv2d, LeakyReLU, Linear, ReLU, Sigmoid, SpectralNormLinear, Tanh, make_loss
 from ..overflow import finite, reported_as
 from ..nn.activations import Elementwise
 from . import gradients, preactivations, rank, units, weights
@@ -135,7 +135,7 @@ class Context:
 
 
 ACTIVATIONS = (Elementwise,)  # ReLU, LeakyReLU, Tanh, Sigmoid, GELU, Identity
-PREACTIVATIONS = WEIGHTED = (Linear, Conv2d)
+PREACTIVATIONS = WEIGHTED = (Linear, SpectralNormLinear, Conv2d)  # SpectralNormLinear: its parameter W, not W / sigma
 
 
 def _mean_over_units(per_layer):

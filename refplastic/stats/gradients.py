@@ -19,7 +19,7 @@ loss has ``g_n = N gy_n x_n^T`` (weight) and ``N gy_n`` (bias), so its part of K
     K_layer = N^2 (gy gy^T) o (x x^T) + N^2 gy gy^T          (o: elementwise product)
 
 (Goodfellow 2015's trick), O(N^2 (in + out)) instead of the O(N in out) of the gradients
-themselves. Other layers with parameters (Conv2d, LayerNorm, eval-mode BatchNorm) contribute
+themselves. Other layers with parameters (Conv2d, SpectralNormLinear, LayerNorm, eval-mode BatchNorm) contribute
 ``G_layer G_layer^T`` from their columns of :func:`refplastic.curvature.per_example_gradients`.
 A layer that mixes examples (a BatchNorm that normalises with batch statistics, a LayerNorm
 whose ``normalized_shape`` spans the batch axis) makes every example's loss depend on every
@@ -31,7 +31,7 @@ the same way: seeded k-means++ and Lloyd's algorithm on the rows of C.
 
 import numpy as np
 
-from ..curvature import CurvatureBatch, per_example_gradients
+from ..curvature import CurvatureBatch, per_example_gradients, preserved_buffers
 from ..curvature.per_example import independent_examples
 from ..nn import Linear
 
@@ -51,7 +51,8 @@ def per_example_gradient_gram(net, loss, x, t, batch=None):
         G = per_example_gradients(net, loss, x, t, batch=batch).astype(np.float64)
         return G @ G.T
     n = batch.z.shape[0]
-    inputs = [net.as_input(x)] + net.layer_outputs(x)[:-1]
+    with preserved_buffers(net):  # a train-mode forward moves BatchNorm statistics and spectral-norm vectors
+        inputs = [net.as_input(x)] + net.layer_outputs(x)[:-1]
     factorised = [i for i, layer in enumerate(net.layers) if isinstance(layer, Linear) and inputs[i].ndim == 2]
     gram = np.zeros((n, n))
     for i in factorised:

@@ -1,4 +1,4 @@
-"""Pre-activation statistics: the outputs of Linear and Conv2d layers, per unit.
+"""Pre-activation statistics: the outputs of Linear, SpectralNormLinear and Conv2d layers, per unit.
 
 ``z`` is (N, C) or (N, C, H, W), a unit being a feature or a channel (axis 1) with the
 N x positions samples of :func:`refplastic.stats.units.unit_samples`. Per unit i:
