@@ -311,7 +311,7 @@ def _stat_names(ctx, param, value):
     from refplastic.stats import DEFAULT_STATISTICS, parse_name
 
     if value is None:
-        return DEFAULT_STATISTICS
+        return DEFAULT_STATISTICS  # the same object: stats() tells the default set from a request by identity
     names = tuple(v.strip() for v in value.split(",") if v.strip())
     if not names:
         raise click.BadParameter("give at least one statistic name (refplastic stats --list shows them)")
@@ -343,7 +343,8 @@ def _stat_names(ctx, param, value):
 def stats(network, data, loss, examples, names, init_network, seed, out, force):
     """Saturation, representation and gradient statistics of a saved network on a batch."""
     from refplastic.checkpoint import load_network
-    from refplastic.stats import compute_statistics, format_statistics, needing_init, unavailable, write_statistics_h5
+    from refplastic.stats import (DEFAULT_STATISTICS, compute_statistics, format_statistics, needing_init, unavailable,
+                                  write_statistics_h5)
 
     _check_paths({"--out": (out, STATISTICS)}, {"NETWORK": network, "--data": data, "--init": init_network}, force)
     missing_init = needing_init(names) if init_network is None else []
@@ -354,7 +355,7 @@ def stats(network, data, loss, examples, names, init_network, seed, out, force):
     reasons = ", ".join(f"{name} ({why})" for name, why in skipped.items())
     if all(name in skipped for name in names):
         raise click.ClickException(f"nothing to compute: {reasons}")
-    if skipped:
+    if skipped and names is not DEFAULT_STATISTICS:  # the default set does not apply to every network, by design
         click.echo(f"no value for {reasons}", err=True)
     init_net = load_network(init_network, like=net) if init_network is not None else None
     values = compute_statistics(net, x, t, loss, names, init_net=init_net, seed=seed)

@@ -234,3 +234,10 @@ def test_curvature_prints_every_quantity_it_computed_and_plots_the_defaults(trai
     out = run("curvature", str(trained), "--examples", "8", "--plot", str(tmp_path / "spectrum.png"))
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "spectrum.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_stats_default_set_on_a_relu_network_says_nothing_of_what_does_not_apply(trained):
+    out = run("stats", str(trained), "--examples", "16")
+    assert out.returncode == 0 and "no value for" not in out.stderr, out.stderr
+    out = run("stats", str(trained), "--examples", "16", "--names", "loss,saturated_fraction")
+    assert out.returncode == 0 and "no value for saturated_fraction" in out.stderr, out.stderr
