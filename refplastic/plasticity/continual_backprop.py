@@ -56,7 +56,7 @@ with rho from 1e-6 to 3e-4.
 import numpy as np
 
 from ..nn.flatten import Flatten
-from .hidden_units import hidden_layers, outgoing_entries, reinitialise_incoming, zero_moments, zero_outgoing
+from .hidden_units import hidden_layers, reinitialise_incoming, unit_rows, zero_moments, zero_outgoing
 
 DECAY_RATE = 0.99  # eta: Dohare et al. (2024), Methods, "set to 0.99 in all experiments"
 REPLACEMENT_RATE = 1e-4  # rho: loss-of-plasticity lop/rl/cfg/ant/cbp.yml, rr
@@ -164,10 +164,10 @@ class ContinualBackprop:
         target = net.layers[layer.outgoing]
         if "bias" not in target.params:
             return
-        (_, _, (_, columns)), = outgoing_entries(net, layer, units)
-        weight = target.params["weight"][:, columns]
-        per_column = np.repeat(means, columns.size // units.size)
-        target.params["bias"] += np.einsum("oc...,c->o", weight, per_column).astype(net.dtype)
+        columns = unit_rows(units, layer.width, layer.width * layer.outgoing_block)
+        per_column = np.repeat(means, layer.outgoing_block)
+        target.params["bias"] += np.einsum("oc...,c->o", target.params["weight"][:, columns], per_column
+                                           ).astype(net.dtype)
 
     def state_dict(self):
         """Copies of the state: ``{"i.utility": ..., "i.mean_activity": ..., "i.age": ..., "i.units_owed": ...}``."""
