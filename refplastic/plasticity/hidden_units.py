@@ -38,6 +38,7 @@ from ..nn.init import torch_default_init_
 from ..nn.layernorm import LayerNorm
 from ..nn.linear import Linear
 from ..nn.pool import MaxPool2d
+from ..nn.spectral_norm import SpectralNormLinear
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ class HiddenLayer:
     after_activation: tuple
 
 
-WEIGHT_LAYERS = (Linear, Conv2d)
+DENSE = (Linear, SpectralNormLinear)  # a SpectralNormLinear's units: rows of its parameter W, as a Linear's
+WEIGHT_LAYERS = DENSE + (Conv2d,)
 
 
 def hidden_layers(net):
@@ -77,8 +79,8 @@ def hidden_layers(net):
 
 def _hidden_layer(layers, i, j):
     source = layers[i]
-    width = source.out_features if isinstance(source, Linear) else source.out_channels
-    layout = "dense" if isinstance(source, Linear) else "channels"
+    width = source.out_features if isinstance(source, DENSE) else source.out_channels
+    layout = "dense" if isinstance(source, DENSE) else "channels"
     block = 1  # entries per unit once flattened
     activation, norms = i, []
     for t in range(i + 1, j):
@@ -111,7 +113,7 @@ def _hidden_layer(layers, i, j):
             raise ValueError(f"layer {t}: {type(layer).__name__} between weight layers {i} and {j} is not supported "
                              "for unit resets")
     target = layers[j]
-    if isinstance(target, Linear):
+    if isinstance(target, DENSE):
         if layout == "channels":
             raise ValueError(f"layer {j}: a Linear layer reads the images of layer {i} without a Flatten")
         if target.in_features % width:
