@@ -93,14 +93,15 @@ class RunConfig:
     hessian_density: bool = False      # the SLQ density of the Hessian (Ghorbani et al. 2019; A.1)
     gradient_cosine_examples: int = 0  # >0: the per-example gradient cosine matrix, k-means ordered (sec. 2.1, A.1)
     # ---- intervention coefficients -----------------------------------------------------------
-    weight_decay: float = 1e-5         # sec. 6.2: "l2 penalty coefficient 10^-5"
-    shrink: float = 0.4                # see refplastic.plasticity.interventions (Ash & Adams 2020)
-    perturb: float = 0.1               # see refplastic.plasticity.interventions (Ash & Adams 2020)
-    redo_tau: float = 0.1              # ReDo's tau for value-based agents (Sokar et al. 2023)
-    redo_period: int = 1000            # ReDo applied every this many optimiser steps (Sokar et al. 2023)
-    twohot_bins: int = 51              # see refplastic.plasticity.twohot
-    twohot_low: float = 0.0            # support of the two-hot head: [low, high]
-    twohot_high: float = 100.0         # 1 / (1 - discount): the largest value of a reward in {0, 1}
+    weight_decay: float = 1e-5         # sec. 6.2: "l2 penalty coefficient 10^-5" (coupled L2, as torch Adam's)
+    shrink: float = 0.4                # Ash & Adams (2020), their code's default --shrink (docs/interventions.md)
+    perturb: float = 0.1               # Ash & Adams (2020), their code's default --perturb
+    redo_tau: float = 0.1              # ReDo for DQN (Sokar et al. 2023; timoklein/redo): tau = 0.1
+    redo_period: int = 1000            # ... applied every 1000 optimiser steps (timoklein/redo)
+    cbp_replacement_rate: float = 1e-4  # continual backprop (Dohare et al. 2024): their RL setting (lop cbp.yml rr)
+    cbp_maturity: int = 10_000         # ... maturity threshold (lop cbp.yml mt)
+    cbp_decay: float = 0.99            # ... utility decay eta, "0.99 in all experiments"
+    twohot_bins: int = 51              # two-hot head: 51 bins (DQN Zoo's C51) evenly on [0, 1 / (1 - discount)]
     # ---- bookkeeping ---------------------------------------------------------------------------
     checkpoint_every: int = 5000       # optimiser steps between checkpoints (and at every probe point)
 
@@ -116,7 +117,8 @@ class RunConfig:
                      "probe_steps", "probe_examples", "probe_batch_size", "probe_log_every", "redo_period",
                      "checkpoint_every"):
             _at_least(self, name, 1)
-        for name in ("seed", "data_examples", "learning_starts", "hessian_top_k", "gradient_cosine_examples"):
+        for name in ("seed", "data_examples", "learning_starts", "hessian_top_k", "gradient_cosine_examples",
+                     "cbp_maturity"):
             _at_least(self, name, 0)
         _at_least(self, "twohot_bins", 2)
         for name in ("lr", "eps", "eps_root", "weight_decay", "perturb", "redo_tau"):
@@ -124,12 +126,8 @@ class RunConfig:
         _finite(self, "lr", low=0, strict=True)
         for name in ("beta1", "beta2", "discount"):
             _finite(self, name, low=0, high=1, high_open=True)
-        for name in ("epsilon", "shrink"):
+        for name in ("epsilon", "shrink", "cbp_replacement_rate", "cbp_decay"):
             _finite(self, name, low=0, high=1)
-        _finite(self, "twohot_low")
-        _finite(self, "twohot_high")
-        if not self.twohot_low < self.twohot_high:
-            raise ConfigError("twohot_high", f"must be above twohot_low = {self.twohot_low}, got {self.twohot_high}")
         if self.probe_batch_size > self.probe_examples:
             raise ConfigError("probe_batch_size", f"{self.probe_batch_size} is more than the {self.probe_examples} "
                                                   f"probe examples")
