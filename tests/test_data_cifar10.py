@@ -114,7 +114,8 @@ def test_python_batch_written_by_numpy_2(tmp_path):
     contents = batches()
     write_cifar(tmp_path, "python", contents)
     for name, (rows, labels) in zip(VERSIONS["python"], contents):
-        (tmp_path / name).write_bytes(pickle.dumps({"data": rows, "labels": [int(v) for v in labels]}, protocol=4))
+        batch = {"data": rows, "labels": [int(v) for v in labels]}
+        (tmp_path / name).write_bytes(pickle.dumps(batch, protocol=4))
     assert_loads(tmp_path, contents)
 
 
@@ -155,9 +156,10 @@ def rows_of(n):
     (lambda: pickle.dumps({"data": rows_of(1), "labels": [2**70]}, protocol=4), ["outside 0..9"]),
     (lambda: pickle.dumps({"data": rows_of(2).astype(np.int32), "labels": [1, 2]}, protocol=4),
      ["not uint8, refused"]),
-    (lambda: pickle.dumps({"data": np.asfortranarray(np.zeros((2, 3072), np.uint8)), "labels": [1, 2]}, protocol=4),
+    (lambda: pickle.dumps({"data": np.asfortranarray(rows_of(2)), "labels": [1, 2]}, protocol=4),
      ["C-order uint8 array, refused"]),
-    (lambda: pickle.dumps({"data": rows_of(2), "labels": [1, 2]}, protocol=5), ["numpy._core.numeric._frombuffer, refused"]),
+    (lambda: pickle.dumps({"data": rows_of(2), "labels": [1, 2]}, protocol=5),
+     ["numpy._core.numeric._frombuffer, refused"]),
     (lambda: pickle.dumps({"data": rows_of(2), "labels": [1, 2]}, protocol=2), ["_codecs.encode, refused"]),
 ])
 def test_python_batch_broken(tmp_path, make, parts):
@@ -172,8 +174,9 @@ def test_python_batch_broken(tmp_path, make, parts):
 def test_cifar10_missing_files(tmp_path):
     with pytest.raises(ValueError) as e:
         load_cifar10(tmp_path)
-    assert_one_line(e, tmp_path, "no CIFAR-10 batches: looked for data_batch_1.bin", "test_batch.bin (binary version)",
-                    "data_batch_5, test_batch (python version)", str(tmp_path / "cifar-10-batches-py"))
+    assert_one_line(e, tmp_path, "no CIFAR-10 batches: looked for data_batch_1.bin",
+                    "test_batch.bin (binary version)", "data_batch_5, test_batch (python version)",
+                    str(tmp_path / "cifar-10-batches-py"))
     write_cifar(tmp_path, "binary")
     (tmp_path / "data_batch_3.bin").unlink()
     with pytest.raises(ValueError) as e:
@@ -202,7 +205,8 @@ HOSTILE = {  # name: (the pickle's bytes given the marker's path, what the one-l
     "builtins.exec": (lambda marker: pickle.dumps(Call(exec, f"open({str(marker)!r}, 'w').close()")),
                       "it names builtins.exec, refused"),
     "hidden in a valid batch": (lambda marker: pickle.dumps(
-        {"data": rows_of(1), "labels": [1], "batch_label": Call(builtins.open, str(marker), "w")}, protocol=4),
+        {"data": rows_of(1), "labels": [1], "batch_label": Call(builtins.open, str(marker), "w")},
+        protocol=4),
         "it names io.open, refused"),
     "inside the array's arguments": (lambda marker: python_batch(rows_of(1), [1]).replace(
         b"cnumpy\nndarray\n", b"cbuiltins\nopen\n" + py2_string(str(marker)) + py2_string("w") + b"\x86R", 1),

@@ -131,10 +131,11 @@ def test_mnist_inconsistent_files(tmp_path, name, array, parts):
 def test_mnist_missing_files(tmp_path):
     with pytest.raises(ValueError) as e:
         load_mnist(tmp_path)
-    assert_one_line(e, tmp_path, "no MNIST files: looked for train-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
-                    "plain or .gz", str(tmp_path / "MNIST" / "raw"))
+    assert_one_line(e, tmp_path, "no MNIST files: looked for train-images-idx3-ubyte",
+                    "t10k-labels-idx1-ubyte", "plain or .gz", str(tmp_path / "MNIST" / "raw"))
     write_mnist(tmp_path)
     (tmp_path / "t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(ValueError) as e:
         load_mnist(tmp_path)
-    assert_one_line(e, str(tmp_path), "missing MNIST file t10k-labels-idx1-ubyte (or t10k-labels-idx1-ubyte.gz)")
+    assert_one_line(e, tmp_path, "missing MNIST file t10k-labels-idx1-ubyte",
+                    "(or t10k-labels-idx1-ubyte.gz)")

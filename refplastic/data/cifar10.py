@@ -58,7 +58,8 @@ def _read_python_batch(path):
         raise ValueError(f"{path}: field 'data': expected a uint8 array, found {type(data).__name__}")
     data = data.to_numpy()
     if data.ndim != 2 or data.shape[1] != IMAGE_BYTES or len(data) == 0:
-        raise ValueError(f"{path}: field 'data': expected (N, {IMAGE_BYTES}) rows with N > 0, found {data.shape}")
+        raise ValueError(f"{path}: field 'data': expected (N, {IMAGE_BYTES}) rows with N > 0, "
+                         f"found {data.shape}")
     if not (isinstance(labels, list) and all(type(v) is int for v in labels)):
         raise ValueError(f"{path}: field 'labels': expected a list of ints, found {type(labels).__name__}")
     if len(labels) != len(data):

@@ -39,7 +39,8 @@ def read_idx(path):
         raise ValueError(f"{path}: dims: the header declares 0 dimensions")
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise ValueError(f"{path}: truncated IDX header: {ndim} dims need {header} bytes, the file has {len(data)}")
+        raise ValueError(f"{path}: truncated IDX header: {ndim} dims need {header} bytes, "
+                         f"the file has {len(data)}")
     dims = tuple(int(d) for d in np.frombuffer(data, ">u4", ndim, 4))
     dtype = IDX_DTYPES[code]
     expected = math.prod(dims) * dtype.itemsize
@@ -75,8 +76,8 @@ def load_mnist(directory):
         parts[part] = images[:, None], labels.astype(np.int64)
     (x_train, y_train), (x_test, y_test) = parts["train"], parts["test"]
     if x_train.shape[1:] != x_test.shape[1:]:
-        raise ValueError(f"{paths[FILES['test'][0]]}: dims: test images are {x_test.shape[2]}x{x_test.shape[3]}, "
-                         f"train images {x_train.shape[2]}x{x_train.shape[3]}")
+        (h, w), (th, tw) = x_train.shape[2:], x_test.shape[2:]
+        raise ValueError(f"{paths[FILES['test'][0]]}: dims: test images are {th}x{tw}, train images {h}x{w}")
     return ImageDataset("mnist", x_train, y_train, x_test, y_test, CLASS_NAMES,
                         f"MNIST IDX files in {os.path.dirname(paths[FILES['train'][0]])}")
 

@@ -73,7 +73,8 @@ class _Ndarray(_StandIn):
 
 
 class _Reconstruct(_StandIn):
-    """``numpy.core.multiarray._reconstruct``: ``(ndarray, (0,), b"b")`` makes an empty :class:`PickledArray`."""
+    """``numpy.core.multiarray._reconstruct``: ``(ndarray, (0,), b"b")`` makes an empty
+    :class:`PickledArray`."""
 
     __slots__ = ()
 
