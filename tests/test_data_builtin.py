@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from refplastic.data import atari_frames, load_images, to_float
-from refplastic.data.atari_frames import GAMES
+from refplastic.data import atari
+from refplastic.data.atari import GAMES
 
 SMALL = dict(seed=3, n_train=8, n_test=4, games=("pong", "boxing"))  # cheap: two emulators
 
@@ -73,6 +74,46 @@ def test_builtin_grayscale():
     data = atari_frames(n_train=2, n_test=1, grayscale=True, games=("pong",))
     assert data.x_train.shape == (2, 1, 32, 32) and data.x_test.shape == (1, 1, 32, 32)
     assert "gray" in data.source
+
+
+def area_weights(n_in, n_out):
+    """(n_out, n_in): row i averages the inputs [i s, (i + 1) s), s = n_in / n_out, each weighted by
+    the length of its overlap with that interval, over s."""
+    s = n_in / n_out
+    lo, hi = np.arange(n_out)[:, None] * s, (np.arange(n_out)[:, None] + 1) * s
+    r = np.arange(n_in)[None, :]
+    return np.clip(np.minimum(hi, r + 1) - np.maximum(lo, r), 0, None) / s
+
+
+def test_builtin_frames_are_area_averages_of_the_screen():
+    """What docs/data.md says of the 32x32 frames: each pixel is the mean of the 210x160 screen over
+    its 6.5625 x 5 area (fractional pixels weighted), rounded to the nearest integer."""
+    from ale_py.vector_env import AtariVectorEnv
+
+    def env(size):
+        e = AtariVectorEnv("ms_pacman", num_envs=1, img_height=size[0], img_width=size[1], grayscale=False,
+                           stack_num=1, frameskip=4, num_threads=1)
+        e.reset(seed=np.array([7]))
+        return e
+
+    screen, small = env((210, 160)), env((32, 32))
+    rng = np.random.default_rng(0)
+    full, shrunk = [], []
+    for _ in range(40):
+        action = rng.integers(0, screen.single_action_space.n, size=1)
+        full.append(screen.step(action)[0][0, 0])
+        shrunk.append(small.step(action)[0][0, 0])
+    screen.close()
+    small.close()
+    full = np.stack(full).astype(np.float64)  # (40, 210, 160, 3)
+    mean = np.einsum("ir,nrsc,js->nijc", area_weights(210, 32), full, area_weights(160, 32), optimize=True)
+    np.testing.assert_array_equal(np.rint(mean), np.stack(shrunk))
+
+
+def test_builtin_refuses_a_game_without_new_frames(monkeypatch):
+    monkeypatch.setattr(atari, "MAX_STEPS_PER_FRAME", 0)
+    with pytest.raises(ValueError, match="pong gave only 0 distinct frames in 1 steps"):
+        atari_frames(n_train=1, n_test=1, games=("pong",))
 
 
 @pytest.mark.parametrize("kwargs, message", [

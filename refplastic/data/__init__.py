@@ -1,6 +1,6 @@
 """Data sets: generated ones built in, loaders for files a user has."""
 
-from .atari_frames import atari_frames
+from .atari import atari_frames
 from .cifar10 import load_cifar10
 from .images import ImageDataset, to_float
 from .mnist import load_mnist, read_idx

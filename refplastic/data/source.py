@@ -2,7 +2,7 @@
 
 import os
 
-from .atari_frames import atari_frames
+from .atari import atari_frames
 from .cifar10 import load_cifar10
 from .mnist import load_mnist
 

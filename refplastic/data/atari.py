@@ -20,21 +20,21 @@ images (test frames come from later play, never from between two train frames).
 
 import numpy as np
 
+from .images import ImageDataset
+
 GAMES = ("boxing", "riverraid", "beam_rider", "time_pilot", "demon_attack", "asterix", "ms_pacman",
          "skiing", "fishing_derby", "road_runner")
 IMAGE_SIZE = 32
 FRAMESKIP = 4
 MAX_GAP = 4  # agent steps between kept frames: U{1..MAX_GAP}
-MAX_STEPS_PER_FRAME = 50  # a game that gives fewer new frames than this is refused
+MAX_STEPS_PER_FRAME = 50  # refuse a game needing more agent steps than this per new frame (a still screen)
 
 
 def atari_frames(seed=0, n_train=5000, n_test=1000, grayscale=False, games=GAMES):
     """An :class:`ImageDataset` of ``n_train + n_test`` frames, the same number from each game:
     (N, 3, 32, 32) RGB (or (N, 1, 32, 32) gray-scale, ale-py's luminance), labels the index of
     the game in ``games``, each part shuffled."""
-    import ale_py
-
-    from .images import ImageDataset
+    import ale_py  # here, not at the top: importing ale-py and gymnasium takes a quarter of a second
 
     games = tuple(games)
     if n_train <= 0 or n_test <= 0 or n_train % len(games) or n_test % len(games):
