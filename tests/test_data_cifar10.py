@@ -11,6 +11,7 @@ import pytest
 
 from refplastic.data import load_cifar10
 from refplastic.data.cifar10 import CLASS_NAMES, VERSIONS
+from refplastic.data.restricted_pickle import load_restricted
 
 SIZES = (3, 2, 4, 1, 2, 3)  # images in data_batch_1..5 and test_batch
 
@@ -239,3 +240,12 @@ def test_hostile_pickle_would_act(tmp_path):
     marker = tmp_path / "marker"
     pickle.loads(HOSTILE["builtins.open"][0](marker)).close()
     assert marker.exists()
+
+
+def test_refusal_message_is_short(tmp_path):
+    """A refused argument is quoted in the error, but not a megabyte of it."""
+    path = tmp_path / "batch"
+    path.write_bytes(python_batch(rows_of(1), [1]).replace(py2_string("b"), py2_string("b" * 10**6), 1))
+    with pytest.raises(ValueError) as e:
+        load_restricted(path)
+    assert len(str(e.value)) < 300 + len(str(path)) and str(e.value).endswith("...")

@@ -37,7 +37,7 @@ def load_restricted(path):
         raise
     except Exception as e:  # whatever a broken or hostile file raises, as one line
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(f"{path}: not unpickled: {reason}") from None
+        raise ValueError(f"{path}: not unpickled: {reason[:200]}{'...' if len(reason) > 200 else ''}") from None
 
 
 class RestrictedUnpickler(pickle.Unpickler):
