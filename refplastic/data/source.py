@@ -1,0 +1,38 @@
+"""The image data set a user names: ``builtin`` (the default), ``mnist:DIR`` or ``cifar10:DIR``."""
+
+import os
+
+from .atari import atari_frames
+from .cifar10 import load_cifar10
+from .mnist import load_mnist
+
+FILE_LOADERS = {"mnist": load_mnist, "cifar10": load_cifar10}
+SPECS = "builtin, mnist:DIR or cifar10:DIR"
+
+
+def parse_data_spec(spec):
+    """``(kind, directory)`` named by ``spec`` (``directory`` None for ``builtin``), checked before
+    any work: a one-line ValueError for an unknown kind or a directory that is not there."""
+    kind, colon, directory = str(spec).partition(":")
+    if kind == "builtin":
+        if colon:
+            raise ValueError(f"{spec!r}: the built-in data set takes no directory; expected {SPECS}")
+        return kind, None
+    if kind not in FILE_LOADERS:
+        raise ValueError(f"unknown data set {spec!r}: expected {SPECS}")
+    if not directory:
+        raise ValueError(f"{spec!r}: give the directory of the {kind} files, as {kind}:DIR")
+    if not os.path.isdir(directory):
+        what = "is not a directory" if os.path.exists(directory) else "no such directory"
+        raise ValueError(f"{spec}: {what}: {directory}")
+    return kind, directory
+
+
+def load_images(spec="builtin", *, builtin_sizes=None):
+    """The :class:`ImageDataset` named by ``spec``. ``builtin`` is :func:`atari_frames` at seed 0 (one
+    fixed data set, as CIFAR-10 is, whatever a run's seed), ``builtin_sizes = (n_train, n_test)``
+    sizing it (its defaults when None); a file data set is always read whole."""
+    kind, directory = parse_data_spec(spec)
+    if kind == "builtin":
+        return atari_frames() if builtin_sizes is None else atari_frames(0, *builtin_sizes)
+    return FILE_LOADERS[kind](directory)
