@@ -24,6 +24,7 @@ LOSSES = ("mse", "cross_entropy", "huber")
 # The kinds of file the commands write: the root attribute 'format' of each (refplastic.outputs.file_kind).
 CHECKPOINT, STATISTICS, REFERENCE, CURVATURE = ("refplastic-checkpoint", "refplastic-statistics",
                                                 "refplastic-reference", "refplastic-curvature")
+RUN, RUN_CHECKPOINT = "refplastic-run", "refplastic-run-checkpoint"
 CURVATURE_QUANTITIES = ("hessian_eigenvalues", "ggn_eigenvalues", "hessian_lanczos", "ggn_lanczos", "hessian_trace",
                         "ggn_trace", "hessian_density", "ggn_density", "gradients", "ntk")
 
@@ -55,8 +56,9 @@ def cli():
 def _check_paths(outputs, inputs=None, force=False):
     """Before any work, prove each output usable (:func:`refplastic.outputs.check_output`) and
     refuse two outputs on one path or an output on an input; every failure is a usage error
-    (exit 2) naming the option. ``outputs``: ``{option: (path or None, kind)}``, where the kind
-    ``"checkpoint"`` marks a checkpoint the command resumes from; ``inputs``: ``{option: path}``."""
+    (exit 2) naming the option. ``outputs``: ``{option: (path or None, kind)}``, where a kind
+    wrapped as ``resumed(kind)`` marks a checkpoint the command resumes from (it must be of that
+    kind if it exists, --force or not); ``inputs``: ``{option: path}``."""
     from refplastic.outputs import check_distinct, check_output
 
     try:
@@ -67,12 +69,19 @@ def _check_paths(outputs, inputs=None, force=False):
         if path is None:
             continue
         try:
-            if kind == "checkpoint":
-                check_output(path, CHECKPOINT, resumes=True)
+            if isinstance(kind, resumed):
+                check_output(path, kind.kind, resumes=True)
             else:
                 check_output(path, kind, force)
         except OSError as e:
             raise click.BadParameter(str(e), param_hint=f"'{option}'") from None
+
+
+class resumed:  # noqa: N801 (reads as a marker in the tables of _check_paths)
+    """An output kind that the command also resumes from: ``resumed(CHECKPOINT)``."""
+
+    def __init__(self, kind):
+        self.kind = kind
 
 
 FORCE_OPTION = click.option("--force", is_flag=True,
@@ -123,7 +132,7 @@ def train(seed, dataset, hidden, activation, optimizer, lr, batch_size, steps, e
                              lr=lr, batch_size=batch_size, steps=steps, eval_every=eval_every, dtype=dtype)
     except ConfigError as e:  # every field the options set is the option's name with "_" for "-"
         raise click.BadParameter(e.problem, param_hint=f"'--{e.field.replace('_', '-')}'") from None
-    _check_paths({"--out": (out, CHECKPOINT), "--checkpoint": (checkpoint, "checkpoint")}, force=force)
+    _check_paths({"--out": (out, CHECKPOINT), "--checkpoint": (checkpoint, resumed(CHECKPOINT))}, force=force)
     with click.progressbar(length=steps, label="training", file=sys.stderr) as bar, polling():
         table = _LearningCurve(bar)
         net, optimizer, run = run_training(config, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
@@ -419,6 +428,131 @@ def verify(theirs, reference_path, rtol):
     rows, ok = verify_files(theirs, reference_path, rtol)
     click.echo(format_table(rows))
     sys.exit(0 if ok else 1)
+
+# Repeated from refplastic.plasticity.config for --help without numpy (tests/test_cli.py keeps them equal).
+RUN_PRESETS = ("paper", "laptop", "smoke")
+RUN_TASKS = ("easy", "hard", "sparse", "memorise")
+RUN_ARCHITECTURES = ("mlp", "cnn")
+
+
+def _data_spec(ctx, param, value):
+    """A data set spec checked before any work: builtin, mnist:DIR or cifar10:DIR."""
+    from refplastic.data import parse_data_spec
+
+    if value is not None:
+        try:
+            parse_data_spec(value)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
+    return value
+
+
+def _run_config(preset_name, options, assignments):
+    """The run's config: the preset, then the options given, then each --set; a bad value is a
+    usage error naming the option (or --set and the field)."""
+    from refplastic.plasticity.config import ConfigError, preset, with_overrides
+
+    given = {field: value for field, value in options.items() if value is not None}
+    try:
+        config = preset(preset_name, **given)
+    except ConfigError as e:
+        raise click.BadParameter(e.problem, param_hint=f"'--{e.field}'") from None
+    try:
+        return with_overrides(config, assignments)
+    except ConfigError as e:
+        raise click.BadParameter(str(e), param_hint="'--set'") from None
+
+
+@cli.command(short_help="One plasticity run: a DQN on a classification MDP, probed.")
+@click.option("--preset", "preset_name", type=click.Choice(RUN_PRESETS), default="laptop", show_default=True,
+              help="Sizes and settings: the paper's, a laptop's (minutes), or a smoke test's (seconds).")
+@click.option("--task", type=click.Choice(RUN_TASKS), default=None,
+              help="easy (true-label), hard (random-label), sparse, or memorise. Default: the preset's (hard).")
+@click.option("--data", default=None, callback=_data_spec,
+              help="builtin, mnist:DIR or cifar10:DIR. Default: builtin (Atari frames, nothing downloaded).")
+@click.option("--arch", type=click.Choice(RUN_ARCHITECTURES), default=None, help="Default: the preset's (mlp).")
+@click.option("--intervention", default=None,
+              help="Comma-separated, from: none, layernorm, reset_last_layer, shrink_and_perturb, twohot, "
+                   "spectral_norm, weight_decay, reset_optimizer, redo, continual_backprop, brownian.")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of every random draw. Default: 0.")
+@click.option("--set", "assignments", multiple=True, metavar="FIELD=VALUE",
+              help="Set any config field (repeatable); --show-config lists them.")
+@click.option("--show-config", is_flag=True, help="Print the resolved config and exit.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Save here as the run goes and when stopped; resume from it if it exists.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the results here (HDF5).")
+@FORCE_OPTION
+def run(preset_name, task, data, arch, intervention, seed, assignments, show_config, checkpoint, out, force):
+    """One plasticity run of Lyle et al. (2023): a DQN agent on a classification MDP (or the
+    memorisation task), its plasticity probed on a schedule with the statistics of refplastic
+    stats; prints the probe loss at each probe point and the plasticity loss at the end."""
+    from refplastic.plasticity import experiment
+    from refplastic.stopping import polling, stop_requested
+
+    interventions = None if intervention is None else tuple(v.strip() for v in intervention.split(","))
+    config = _run_config(preset_name, {"task": task, "data": data, "arch": arch, "intervention": interventions,
+                                       "seed": seed}, assignments)
+    if show_config:
+        click.echo(config.describe())
+        return
+    _check_paths({"--out": (out, RUN), "--checkpoint": (checkpoint, resumed(RUN_CHECKPOINT))}, force=force)
+    total = config.train_steps + len(_probe_points(config)) * config.probe_steps
+    with click.progressbar(length=total, label="run", file=sys.stderr, show_pos=True,
+                           item_show_func=lambda rate: rate) as bar, polling():
+        rate = _Rate()
+        table = _ProbeTable(bar)
+        finished = experiment.run_experiment(config, checkpoint,
+                                             on_step=lambda n, probe=False: bar.update(n, rate(bar.pos + n)),
+                                             on_probe=table.row, should_stop=stop_requested)
+    if finished.status == "diverged":
+        click.echo(f"diverged at step {finished.diverged_at}: the loss or the parameters stopped being finite "
+                   f"(recorded{' in ' + out if out else ''})")
+    else:
+        from refplastic.plasticity.results import plasticity_loss
+
+        click.echo(f"plasticity loss {plasticity_loss(finished.record):.4g} (the mean final probe loss at step "
+                   f"{finished.step} minus that at step 0)")
+    if out is not None:
+        experiment.write(finished, out)
+        click.echo(f"wrote {out}")
+
+
+def _probe_points(config):
+    points = list(range(0, config.train_steps + 1, config.probe_every))
+    return points if points[-1] == config.train_steps else points + [config.train_steps]
+
+
+class _Rate:
+    """Steps per second since the first call, as text for the progress bar."""
+
+    def __init__(self):
+        import time
+
+        self.clock, self.start, self.first = time.perf_counter, time.perf_counter(), None
+
+    def __call__(self, position):
+        if self.first is None:
+            self.first = position - 1
+            self.start = self.clock()
+        elapsed = self.clock() - self.start
+        return f"{(position - self.first) / elapsed:.0f} steps/s" if elapsed > 0 else ""
+
+
+class _ProbeTable:
+    """The probe points as rows, printed as they come, above the progress bar."""
+
+    def __init__(self, bar):
+        self.bar, self.header = bar, False
+
+    def row(self, values):
+        lines = []
+        if not self.header:
+            lines.append(f"{'step':>8} {'probe_loss':>12} {'+-':>9} {'td_loss':>12} {'reward':>8}")
+            self.header = True
+        lines.append(f"{values['step']:>8} {values['probe_loss']:>12.5g} {values['probe_loss_sd']:>9.2g} "
+                     f"{values.get('td_loss', float('nan')):>12.5g} {values.get('reward', float('nan')):>8.3f}")
+        _echo_above(self.bar, "\n".join(lines))
+
 
 
 def main(argv=None):

@@ -194,6 +194,10 @@ def test_the_cli_lists_are_the_librarys():
     assert set(cli.OPTIMIZERS) == set(OPTIMIZERS)
     assert set(cli.LOSSES) == set(LOSSES)
     assert cli.CURVATURE_QUANTITIES == QUANTITIES
+    from refplastic.plasticity import config
+
+    assert cli.RUN_PRESETS == tuple(config.PRESETS) and cli.RUN_TASKS == config.TASKS
+    assert cli.RUN_ARCHITECTURES == config.ARCHITECTURES
 
 
 def test_train_prints_each_evaluation_as_it_is_computed(tmp_path, monkeypatch):

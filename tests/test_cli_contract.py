@@ -71,6 +71,8 @@ CONTRACT = {
                       integers=("--examples", "--seed")),
     "reference": Contract(["--out", "OUT:suite.h5"], outputs={"--out": cli.REFERENCE}),
     "compute": Contract(["CASE", "--out", "OUT:done.h5"], outputs={"--out": cli.REFERENCE}, inputs={"IN": "CASE"}),
+    "run": Contract(["--preset", "smoke", "--checkpoint", "OUT:ck.h5", "--out", "OUT:run.h5"],
+                    outputs={"--out": cli.RUN, "--checkpoint": "checkpoint"}, integers=("--seed",), resumable=True),
     "verify": Contract(["SUITE", "--reference", "SUITE2"], inputs={"THEIRS": "SUITE", "--reference": "SUITE2"},
                        floats=("--rtol",), during=("refplastic.reference.verify", "compare")),
 }
@@ -304,11 +306,16 @@ def test_a_signal_during_the_work_is_one_line_and_leaves_nothing_behind(files, t
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
 
 
+WALL_TIMES = ("seconds", "train_seconds", "probe_seconds")
+
+
 def saved_numbers(path):
-    """Every dataset and the run's attributes of a checkpoint, for comparing runs bit for bit."""
+    """Every dataset and every attribute of the root, /run and /optimizer but the wall times, for
+    comparing runs bit for bit."""
     values = {}
     with h5py.File(path, "r") as f:
         f.visititems(lambda key, obj: values.__setitem__(key, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        values.update({f"@{k}": v for k, v in f.attrs.items() if k not in WALL_TIMES})
         if "run" in f:
             values.update({f"run@{k}": v for k, v in f["run"].attrs.items()})
         if "optimizer" in f:
@@ -342,6 +349,8 @@ def test_a_stopped_run_resumed_by_the_same_command_is_an_uninterrupted_one(files
 LONG_RUNS = {
     "train": ["--steps", "4000", "--hidden", "32", "--eval-every", "1000", "--checkpoint-every", "250",
               "--checkpoint", "ck.h5", "--out", "net.h5"],
+    "run": ["--preset", "smoke", "--set", "train_steps=3000", "--set", "probe_every=1000", "--set",
+            "hessian_density=false", "--checkpoint", "ck.h5", "--out", "net.h5"],
 }
 """A run of each resumable command long enough (a few seconds) to be signalled from outside."""
 

@@ -55,6 +55,7 @@ class RunConfig:
     task: str = "hard"                 # easy (true-label), hard (random-label), sparse: sec. 3.2; memorise: sec. 4.1
     data: str = "builtin"              # builtin | mnist:DIR | cifar10:DIR (docs/data.md); the paper: MNIST, CIFAR-10
     data_examples: int = 0             # use the first this many training images (0: all); choice, for speed
+    builtin_images: int = 5000         # frames the built-in data set renders (docs/data.md), a multiple of 10
     arch: str = "mlp"                  # mlp | cnn: appendix A.2
     width: int = 512                   # MLP: two hidden layers of this width (A.2; width sweep 16 x {1,2,4,8,12,16})
     cnn_channels: int = 64             # CNN: conv 5x5 and conv 3x3, 64 channels each (A.2)
@@ -91,6 +92,8 @@ class RunConfig:
     statistics: bool = True            # refplastic.stats' default set on the probe inputs
     hessian_top_k: int = 0             # >0: the top k Hessian eigenvalues by Lanczos (sec. 2.1, 4.2)
     hessian_density: bool = False      # the SLQ density of the Hessian (Ghorbani et al. 2019; A.1)
+    slq_probes: int = 10               # SLQ: random probes (refplastic curvature's hessian_density defaults)
+    slq_steps: int = 90                # SLQ: Lanczos steps per probe
     gradient_cosine_examples: int = 0  # >0: the per-example gradient cosine matrix, k-means ordered (sec. 2.1, A.1)
     # ---- intervention coefficients -----------------------------------------------------------
     weight_decay: float = 1e-5         # sec. 6.2: "l2 penalty coefficient 10^-5" (coupled L2, as torch Adam's)
@@ -103,6 +106,7 @@ class RunConfig:
     cbp_decay: float = 0.99            # ... utility decay eta, "0.99 in all experiments"
     twohot_bins: int = 51              # two-hot head: 51 bins (DQN Zoo's C51) evenly on [0, 1 / (1 - discount)]
     # ---- bookkeeping ---------------------------------------------------------------------------
+    log_every: int = 100               # optimiser steps per row of the training log
     checkpoint_every: int = 5000       # optimiser steps between checkpoints (and at every probe point)
 
     def __post_init__(self):
@@ -115,12 +119,14 @@ class RunConfig:
         for name in ("width", "cnn_channels", "cnn_hidden", "batch_size", "replay_capacity", "target_update_period",
                      "train_steps", "memorise_examples", "memorise_period", "probe_every", "probe_targets",
                      "probe_steps", "probe_examples", "probe_batch_size", "probe_log_every", "redo_period",
-                     "checkpoint_every"):
+                     "checkpoint_every", "slq_probes", "slq_steps", "log_every"):
             _at_least(self, name, 1)
         for name in ("seed", "data_examples", "learning_starts", "hessian_top_k", "gradient_cosine_examples",
                      "cbp_maturity"):
             _at_least(self, name, 0)
         _at_least(self, "twohot_bins", 2)
+        if self.builtin_images < 10 or self.builtin_images % 10:
+            raise ConfigError("builtin_images", f"must be a positive multiple of 10 (ten games), got {self.builtin_images}")
         for name in ("lr", "eps", "eps_root", "weight_decay", "perturb", "redo_tau"):
             _finite(self, name, low=0)
         _finite(self, "lr", low=0, strict=True)
@@ -212,3 +218,65 @@ def _finite(config, name, low=-math.inf, high=math.inf, strict=False, high_open=
     if not math.isfinite(value) or below or above:
         interval = f"{'(' if strict else '['}{low}, {high}{')' if high_open else ']'}"
         raise ConfigError(name, f"must be a finite number in {interval}, got {value!r}")
+
+
+PRESETS = {
+    "paper": {},
+    "laptop": {"width": 128, "cnn_channels": 16, "cnn_hidden": 64, "dtype": "float32", "batch_size": 64,
+               "replay_capacity": 10_000, "learning_starts": 512, "train_steps": 20_000, "target_update_period": 500,
+               "probe_every": 2000, "probe_steps": 400, "probe_examples": 512, "probe_batch_size": 64,
+               "probe_log_every": 20, "checkpoint_every": 2000, "redo_period": 500, "cbp_maturity": 1000},
+    "smoke": {"builtin_images": 200, "width": 16, "cnn_channels": 4, "cnn_hidden": 16, "batch_size": 16,
+              "replay_capacity": 500, "learning_starts": 64, "train_steps": 60, "target_update_period": 20,
+              "memorise_examples": 100, "memorise_period": 20, "probe_every": 30, "probe_targets": 3, "probe_steps": 10,
+              "probe_examples": 64, "probe_batch_size": 16, "probe_log_every": 5, "hessian_top_k": 2,
+              "hessian_density": True, "slq_probes": 2, "slq_steps": 10, "gradient_cosine_examples": 16,
+              "redo_period": 10, "cbp_maturity": 5, "checkpoint_every": 25, "log_every": 10},
+}
+"""Each preset's changes to the paper's values (``paper``: none). ``laptop``: one run in at most
+five minutes on one core of this 2-core machine (results/plasticity-laptop.md measures it);
+``smoke``: every part of a run (probes, statistics, curvature, interventions, checkpoints) in a
+few seconds, for tests and quick checks."""
+
+
+def preset(name, **fields):
+    """The :class:`RunConfig` of preset ``name`` with ``fields`` set on top."""
+    if name not in PRESETS:
+        raise ConfigError("preset", f"must be one of {', '.join(PRESETS)}, got {name!r}")
+    return RunConfig(**{**PRESETS[name], **fields})
+
+
+def with_overrides(config, assignments):
+    """``config`` with each ``"FIELD=VALUE"`` of ``assignments`` applied in turn (``--set``): the
+    value is read as the field's type (numbers, true/false, comma lists for ``intervention``)."""
+    values = config.to_json()
+    types = {f.name: type(f.default) for f in dataclasses.fields(RunConfig)}
+    for assignment in assignments:
+        name, sep, text = str(assignment).partition("=")
+        name = name.strip()
+        if not sep:
+            raise ConfigError("set", f"expected FIELD=VALUE, got {assignment!r}")
+        if name not in types:
+            raise ConfigError("set", f"unknown field {name!r}; refplastic run --show-config lists them")
+        values[name] = _parsed(name, text.strip(), types[name])
+    return RunConfig.from_json(values)
+
+
+def _parsed(name, text, kind):
+    if kind is tuple:
+        return [v.strip() for v in text.split(",") if v.strip()]
+    if kind is str:
+        return text
+    if kind is bool:
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(name, f"must be true or false, got {text!r}")
+        return text.lower() in ("true", "1", "yes")
+    try:
+        number = float(text)
+    except ValueError:
+        raise ConfigError(name, f"must be {_kind_name(kind)}, got {text!r}") from None
+    if kind is int:
+        if not (math.isfinite(number) and number == int(number)):
+            raise ConfigError(name, f"must be an integer, got {text!r}")
+        return int(number)
+    return number
