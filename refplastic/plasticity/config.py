@@ -127,7 +127,7 @@ class RunConfig:
         _at_least(self, "twohot_bins", 2)
         if self.builtin_images < 10 or self.builtin_images % 10:
             raise ConfigError("builtin_images", f"must be a positive multiple of 10 (ten games), got {self.builtin_images}")
-        for name in ("lr", "eps", "eps_root", "weight_decay", "perturb", "redo_tau"):
+        for name in ("eps", "eps_root", "weight_decay", "perturb", "redo_tau"):
             _finite(self, name, low=0)
         _finite(self, "lr", low=0, strict=True)
         for name in ("beta1", "beta2", "discount"):
@@ -216,7 +216,7 @@ def _finite(config, name, low=-math.inf, high=math.inf, strict=False, high_open=
     below = value <= low if strict else value < low
     above = value >= high if high_open else value > high
     if not math.isfinite(value) or below or above:
-        interval = f"{'(' if strict else '['}{low}, {high}{')' if high_open else ']'}"
+        interval = f"{'(' if strict or low == -math.inf else '['}{low}, {high}{')' if high_open or high == math.inf else ']'}"
         raise ConfigError(name, f"must be a finite number in {interval}, got {value!r}")
 
 

@@ -1,0 +1,131 @@
+"""Whole runs at the smoke preset: determinism, probing that leaves training alone, divergence as
+data, the results file, data from files, and the run command's one-line refusals."""
+
+import json
+
+import numpy as np
+import pytest
+
+from refplastic.plasticity.config import ConfigError, RunConfig, preset, with_overrides
+from refplastic.plasticity.experiment import load_data, run_experiment, write
+from refplastic.plasticity.results import plasticity_loss, read_results
+from test_cli_bad_input import assert_one_line_error, no_leftovers, run
+from test_data_mnist import write_mnist
+
+
+def smoke(**fields):
+    return preset("smoke", **fields)
+
+
+def records_equal(a, b):
+    assert a.keys() == b.keys()
+    for group in a:
+        assert a[group].keys() == b[group].keys(), group
+        for key in a[group]:
+            np.testing.assert_array_equal(np.stack(a[group][key]), np.stack(b[group][key]), err_msg=f"{group}/{key}")
+
+
+def test_the_same_config_gives_the_same_numbers_and_another_seed_others():
+    first, again, other = (run_experiment(smoke(seed=s)) for s in (0, 0, 1))
+    records_equal(first.record, again.record)
+    assert np.array_equal(first.net.flat, again.net.flat)
+    assert not np.array_equal(first.net.flat, other.net.flat)
+    assert first.status == "complete" and first.step == 60 and len(first.record["probes"]["step"]) == 3
+
+
+def test_probing_does_not_change_the_training_trajectory():
+    """Probe points draw from their own streams and work on copies: the trained network and the
+    training log are those of a run probed at other steps (spectral norm's buffers included)."""
+    often = run_experiment(smoke(intervention=("spectral_norm",), probe_every=10))
+    rarely = run_experiment(smoke(intervention=("spectral_norm",), probe_every=60, statistics=False, hessian_top_k=0,
+                                  hessian_density=False, gradient_cosine_examples=0))
+    assert often.net.state_dict().keys() == rarely.net.state_dict().keys()
+    for key, value in often.net.state_dict().items():
+        np.testing.assert_array_equal(value, rarely.net.state_dict()[key], err_msg=key)
+    records_equal({"train": often.record["train"]}, {"train": rarely.record["train"]})
+    assert len(often.record["probes"]["step"]) == 7 and len(rarely.record["probes"]["step"]) == 2
+
+
+def test_a_diverging_run_is_recorded_as_data(tmp_path):
+    out = run("run", "--preset", "smoke", "--set", "lr=1e12", "--set", "optimizer=sgd", "--out", tmp_path / "r.h5")
+    assert out.returncode == 0, out.stderr
+    assert "diverged at step" in out.stdout
+    attrs, record, _ = read_results(tmp_path / "r.h5")
+    assert attrs["status"] == "diverged" and 1 <= attrs["diverged_at_step"] == attrs["steps"] < 60
+    assert len(record["probes"]["step"]) == 1
+
+
+def test_the_results_file_holds_the_record_and_the_plasticity_loss(tmp_path):
+    finished = run_experiment(smoke(task="memorise"))
+    write(finished, tmp_path / "r.h5")
+    attrs, record, names = read_results(tmp_path / "r.h5")
+    records_equal(record, finished.record)
+    assert attrs["plasticity_loss"] == plasticity_loss(finished.record)
+    assert json.loads(attrs["config"]) == finished.config.to_json()
+    assert attrs["status"] == "complete" and attrs["steps"] == 60 and "builtin" not in names
+    assert "accuracy" in record["train"] and len(names) == len(record["statistics"]["values"][0])
+    assert record["curvature"]["gradient_cosine"][0].shape == (16, 16)
+    assert record["probes"]["final_loss"][0].shape == (3,) and record["probes"]["curve"][0].shape == (3, 2)
+
+
+def test_plasticity_loss_is_the_last_probe_minus_the_first():
+    record = {"probes": {"final_loss": [np.array([1.0, 3.0]), np.array([5.0, 5.0]), np.array([4.0, 6.0])]}}
+    assert plasticity_loss(record) == 3.0
+    assert np.isnan(plasticity_loss({"probes": {"final_loss": [np.array([1.0])]}}))
+
+
+def test_a_run_on_mnist_files_the_test_writes(tmp_path):
+    write_mnist(tmp_path, n_train=100, n_test=10, seed=3)
+    out = run("run", "--preset", "smoke", "--data", f"mnist:{tmp_path}", "--arch", "cnn", "--out", tmp_path / "r.h5")
+    assert out.returncode == 0, out.stderr
+    attrs, _, _ = read_results(tmp_path / "r.h5")
+    assert attrs["data_source"].startswith("MNIST") or "mnist" in attrs["data_source"].lower()
+    assert list(attrs["input_shape"]) == [1, 28, 28]
+
+
+def test_config_values_are_checked_with_the_field_named():
+    with pytest.raises(ConfigError, match="probe_batch_size: 99 is more than the 64 probe examples"):
+        smoke(probe_batch_size=99)
+    with pytest.raises(ConfigError, match="intervention: unknown 'layer_norm'"):
+        smoke(intervention=("layer_norm",))
+    with pytest.raises(ConfigError, match=r"discount: must be a finite number in \[0, 1\)"):
+        with_overrides(smoke(), ["discount=1"])
+    with pytest.raises(ConfigError, match="width: must be an integer, got '1.5'"):
+        with_overrides(smoke(), ["width=1.5"])
+    with pytest.raises(ConfigError, match="unknown field 'widht'"):
+        with_overrides(smoke(), ["widht=3"])
+    assert with_overrides(smoke(), ["intervention=none"]).intervention == ()
+    assert RunConfig.from_json(smoke().to_json()) == smoke()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--set", "lr=-1"], "Invalid value for '--set': lr: must be a finite number in (0, inf), got -1.0"),
+    (["--set", "nonsense"], "expected FIELD=VALUE"),
+    (["--intervention", "layernorm,magic"], "Invalid value for '--intervention': unknown 'magic'"),
+    (["--data", "imagenet:/x"], "Invalid value for '--data': unknown data set 'imagenet:/x'"),
+    (["--data", "mnist:/no/such/dir"], "no such directory"),
+    (["--task", "memorise", "--intervention", "twohot"], "twohot is a value head"),
+])
+def test_bad_run_options_are_one_line_before_any_work(tmp_path, args, message):
+    assert_one_line_error(run("run", "--preset", "smoke", *args, "--out", tmp_path / "r.h5"), 2, message)
+    no_leftovers(tmp_path, [])
+
+
+def test_show_config_prints_every_field_and_does_nothing_else(tmp_path):
+    out = run("run", "--preset", "smoke", "--intervention", "layernorm", "--set", "lr=3e-4", "--show-config",
+              "--out", tmp_path / "r.h5")
+    assert out.returncode == 0
+    lines = dict((k.strip(), v) for k, v in (line.split(" = ") for line in out.stdout.splitlines()))
+    assert lines["intervention"] == "layernorm" and lines["lr"].strip() == "0.0003" and len(lines) == len(
+        smoke().to_json())
+    no_leftovers(tmp_path, [])
+
+
+def test_resume_with_another_configuration_names_the_difference(tmp_path):
+    assert run("run", "--preset", "smoke", "--checkpoint", tmp_path / "ck.h5").returncode == 0
+    out = run("run", "--preset", "smoke", "--intervention", "layernorm", "--checkpoint", tmp_path / "ck.h5")
+    assert_one_line_error(out, 1, 'intervention ["layernorm"] here, [] in the file')
+
+
+def test_the_built_in_data_is_rendered_once_per_size():
+    assert load_data(smoke()) is load_data(smoke(seed=5))
