@@ -555,6 +555,29 @@ class _ProbeTable:
 
 
 
+@cli.command(short_help="Probe loss over training of several runs, side by side.")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(dir_okay=False), metavar="RUN.h5...")
+def compare(runs):
+    """Print the mean final probe loss at each probe point of each RUN (results of refplastic run),
+    side by side, and each run's plasticity loss (the last probe point minus the first)."""
+    from refplastic.plasticity.results import comparison, read_results, run_label
+
+    loaded = [read_results(path)[:2] for path in runs]
+    steps, columns, plasticity = comparison(loaded)
+    names = [os.path.splitext(os.path.basename(path))[0] for path in runs]
+    widths = [max(12, len(name)) for name in names]
+    for name, (attrs, _) in zip(names, loaded):
+        click.echo(f"{name}: {run_label(attrs)}")
+    click.echo("mean final probe loss at each probe point (lower: more plastic)")
+    click.echo(f"{'step':>10}  " + "  ".join(f"{name:>{w}}" for name, w in zip(names, widths)))
+    for i, step in enumerate(steps):
+        click.echo(f"{step:>10}  " + "  ".join(f"{column[i]:>{w}.5g}" for column, w in zip(columns, widths)))
+    click.echo(f"{'plasticity':>10}  " + "  ".join(f"{value:>{w}.4g}" for value, w in zip(plasticity, widths)))
+    for (attrs, _), path in zip(loaded, runs):
+        if attrs.get("status") == "diverged":
+            click.echo(f"{path}: diverged at step {attrs['diverged_at_step']}")
+
+
 def main(argv=None):
     """Entry point: run the group, turning every expected failure into one line and an exit code.
 

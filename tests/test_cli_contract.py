@@ -71,6 +71,8 @@ CONTRACT = {
                       integers=("--examples", "--seed")),
     "reference": Contract(["--out", "OUT:suite.h5"], outputs={"--out": cli.REFERENCE}),
     "compute": Contract(["CASE", "--out", "OUT:done.h5"], outputs={"--out": cli.REFERENCE}, inputs={"IN": "CASE"}),
+    "compare": Contract(["RUN", "RUN2"], inputs={"RUN.h5": "RUN", "second RUN.h5": "RUN2"},
+                        during=("refplastic.plasticity.results", "comparison")),
     "run": Contract(["--preset", "smoke", "--checkpoint", "OUT:ck.h5", "--out", "OUT:run.h5"],
                     outputs={"--out": cli.RUN, "--checkpoint": "checkpoint"}, integers=("--seed",), resumable=True),
     "verify": Contract(["SUITE", "--reference", "SUITE2"], inputs={"THEIRS": "SUITE", "--reference": "SUITE2"},
@@ -103,7 +105,7 @@ def test_the_table_knows_every_numeric_option_and_output():
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """The input files the rows name: a trained network and its initialisation, a batch, the suite
-    (twice) and one case to compute."""
+    (twice), one case to compute and a run's results (twice)."""
     d = tmp_path_factory.mktemp("contract")
     for name, steps in (("net.h5", "5"), ("init.h5", "1")):
         out = run("train", "--steps", steps, "--hidden", "8", "--out", d / name)
@@ -117,8 +119,10 @@ def files(tmp_path_factory):
         group.attrs.update({k: case.attrs[k] for k in ("architecture", "loss", "dtype", "mode")})
         for key in ("inputs", "targets", "params"):
             src.copy(case[key], group, key)
+    assert run("run", "--preset", "smoke", "--out", d / "run.h5").returncode == 0
+    shutil.copy(d / "run.h5", d / "run2.h5")
     return {"NET": d / "net.h5", "INIT": d / "init.h5", "DATA": d / "data.npz", "SUITE": d / "suite.h5",
-            "SUITE2": d / "suite2.h5", "CASE": d / "case.h5"}
+            "SUITE2": d / "suite2.h5", "CASE": d / "case.h5", "RUN": d / "run.h5", "RUN2": d / "run2.h5"}
 
 
 def argv(name, files, out_dir, replace=None):

@@ -129,3 +129,17 @@ def test_resume_with_another_configuration_names_the_difference(tmp_path):
 
 def test_the_built_in_data_is_rendered_once_per_size():
     assert load_data(smoke()) is load_data(smoke(seed=5))
+
+
+def test_compare_prints_the_probe_losses_side_by_side(tmp_path):
+    for name, args in (("none", []), ("layernorm", ["--intervention", "layernorm"])):
+        assert run("run", "--preset", "smoke", *args, "--out", tmp_path / f"{name}.h5").returncode == 0
+    out = run("compare", tmp_path / "none.h5", tmp_path / "layernorm.h5")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "none: none (hard, mlp, seed 0)" and lines[1] == "layernorm: layernorm (hard, mlp, seed 0)"
+    assert lines[3].split() == ["step", "none", "layernorm"]
+    assert [line.split()[0] for line in lines[4:]] == ["0", "30", "60", "plasticity"]
+    _, none, _ = read_results(tmp_path / "none.h5")
+    assert float(lines[4].split()[1]) == pytest.approx(np.mean(none["probes"]["final_loss"][0]), rel=1e-4)
+    assert float(lines[-1].split()[1]) == pytest.approx(plasticity_loss(none), rel=1e-3)

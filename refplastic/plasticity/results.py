@@ -103,3 +103,23 @@ def read_results(path):
         attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
         record, names = read_record(f, path)
     return attrs, record, names
+
+
+def run_label(attrs):
+    """A short name for a run: its interventions (or "none"), its task, architecture and seed."""
+    config = json.loads(attrs["config"])
+    interventions = "+".join(config["intervention"]) or "none"
+    return f"{interventions} ({config['task']}, {config['arch']}, seed {config['seed']})"
+
+
+def comparison(runs):
+    """``(steps, columns, plasticity)`` for runs given as ``(attrs, record)`` pairs: every probe
+    step of any run, each run's mean final probe loss at each (NaN where it has none), and each
+    run's plasticity loss."""
+    steps = sorted({int(s) for _, record in runs for s in record["probes"].get("step", [])})
+    columns = []
+    for _, record in runs:
+        by_step = {int(s): float(np.mean(f)) for s, f in zip(record["probes"].get("step", []),
+                                                              record["probes"].get("final_loss", []))}
+        columns.append([by_step.get(step, float("nan")) for step in steps])
+    return steps, columns, [plasticity_loss(record) for _, record in runs]
