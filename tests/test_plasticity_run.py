@@ -143,3 +143,27 @@ def test_compare_prints_the_probe_losses_side_by_side(tmp_path):
     _, none, _ = read_results(tmp_path / "none.h5")
     assert float(lines[4].split()[1]) == pytest.approx(np.mean(none["probes"]["final_loss"][0]), rel=1e-4)
     assert float(lines[-1].split()[1]) == pytest.approx(plasticity_loss(none), rel=1e-3)
+
+
+@pytest.mark.parametrize("stop_after", [1, 5, 23, 61])
+def test_a_run_stopped_anywhere_resumes_to_the_same_numbers(tmp_path, stop_after):
+    """A stop request after the n-th poll (inside probe point 0 for n = 1 and 5, in training or a
+    later probe otherwise): a checkpoint, a Stopped, and the resumed run equals an uninterrupted one."""
+    import signal
+
+    from refplastic.stopping import Stopped
+
+    config = smoke(intervention=("continual_backprop", "redo"))
+    whole = run_experiment(config)
+    polls = [0]
+
+    def should_stop():
+        polls[0] += 1
+        return signal.SIGTERM if polls[0] == stop_after else None
+
+    with pytest.raises(Stopped) as stopped:
+        run_experiment(config, checkpoint=tmp_path / "ck.h5", should_stop=should_stop)
+    assert stopped.value.saved
+    resumed = run_experiment(config, checkpoint=tmp_path / "ck.h5")
+    records_equal(resumed.record, whole.record)
+    assert np.array_equal(resumed.net.flat, whole.net.flat)

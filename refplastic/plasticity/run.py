@@ -132,7 +132,7 @@ class Run:
         checkpoint_every steps, after each probe point and when stopped); ``should_stop()``
         returns a signal number to stop at once (a :class:`Stopped` after the checkpoint)."""
         points = self.probe_points()
-        if self.step == 0 and self.probes_done == 0 and self.config.task != "memorise":
+        if self.config.task != "memorise" and len(self.replay) == 0:
             self._gather()
 
         def stop_if_asked():
