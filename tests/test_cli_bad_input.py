@@ -113,6 +113,47 @@ def test_data_member_that_is_a_group(work):
                           "/inputs must be a dataset, found a group")
 
 
+def soft_targets(row, value):
+    """One-hot float targets (16, 10) whose ``row`` is ``value`` (a row of 10)."""
+    t = np.eye(10)[np.arange(16) % 10]
+    t[row] = value
+    return t
+
+
+@pytest.mark.parametrize("targets,message", [
+    (soft_targets(3, np.full(10, 0.07)), "targets row 3 sums to 0.7, not 1 (within 8.9e-15): cross_entropy float "
+                                         "targets are class probabilities"),
+    (soft_targets(5, np.linspace(-0.4, 0.6, 10) + 0.01), "targets row 5 has a negative entry -0.39 (column 0)"),
+    (soft_targets(2, np.eye(10)[4] + 1e-13), "targets row 2 sums to 1.000000000001, not 1"),
+    (np.array([0, 3, 12, -1] * 4), "cross_entropy labels must lie in [0, 10): targets row 2 is 12"),
+])
+@pytest.mark.parametrize("command", ["stats", "curvature"])
+def test_cross_entropy_targets_name_the_first_bad_row(work, tmp_path, targets, message, command):
+    np.savez(tmp_path / "t.npz", inputs=np.zeros((16, 32)), targets=targets)
+    assert_one_line_error(run(command, work / "net.h5", "--data", tmp_path / "t.npz"), 1, f"t.npz: {message}")
+
+
+def test_a_regression_run_with_cross_entropy_is_refused_naming_its_data(tmp_path):
+    assert run("train", "--steps", "1", "--hidden", "4", "--dataset", "teacher-regression",
+               "--out", tmp_path / "reg.h5").returncode == 0
+    out = run("stats", tmp_path / "reg.h5", "--loss", "cross_entropy", "--names", "loss")
+    assert_one_line_error(out, 1, "reg.h5: the run's training data: targets row 0 has a negative entry")
+    assert "class probabilities" in out.stderr
+
+
+@pytest.mark.parametrize("inputs,message", [
+    (np.zeros(32), "'inputs' of shape (32,) has no batch axis: the network's first layer, Linear(in_features=32, "
+                   "out_features=8, bias=True), takes inputs of shape (N, 32)"),
+    (np.zeros((32, 31)), "'inputs' of shape (32, 31) do not fit the network: Linear expects inputs with last "
+                         "dimension 32"),
+])
+def test_inputs_of_the_wrong_shape_are_named_not_blamed_on_the_loss(work, tmp_path, inputs, message):
+    np.savez(tmp_path / "x.npz", inputs=inputs, targets=np.zeros(32, np.int64))
+    for args in (["stats", "--names", "loss"], ["curvature"], ["stats", "--loss", "mse", "--names", "loss"]):
+        assert_one_line_error(run(args[0], work / "net.h5", "--data", tmp_path / "x.npz", *args[1:]), 1,
+                              f"x.npz: {message}")
+
+
 def test_targets_that_do_not_fit_the_loss_name_the_file(work):
     assert_one_line_error(run("stats", work / "net.h5", "--data", work / "wrong_targets.npz"), 1,
                           "wrong_targets.npz: cross_entropy targets must be int labels")
