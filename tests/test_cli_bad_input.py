@@ -15,6 +15,8 @@ import pytest
 
 import cli
 from refplastic.checkpoint import load_checkpoint, save_checkpoint
+from refplastic.h5io import write_dict
+from refplastic.nn import SGD
 from refplastic.training import TrainConfig, train
 
 
@@ -260,6 +262,19 @@ def test_an_error_under_the_progress_bar_is_one_line_of_its_own(tmp_path, monkey
     (lambda f: f.attrs.__setitem__("training", "maybe"), "attribute 'training' must be true or false"),
     (lambda f: f.attrs.__setitem__("architecture", '{"type": "Linear"}'), "must be a non-empty JSON list"),
     (lambda f: f.attrs.__setitem__("architecture", '[{"type": "Swish"}]'), "cannot build the network: unknown layer"),
+    # the optimizer state: every hyperparameter attribute, the step, every buffer
+    (lambda f: f["optimizer/exp_avg"].__setitem__(3, np.nan), "ck.h5: /optimizer/exp_avg contains NaN or infinity"),
+    (lambda f: f["optimizer/exp_avg_sq"].__setitem__(0, np.inf), "/optimizer/exp_avg_sq contains NaN or infinity"),
+    (lambda f: (f["optimizer"].__delitem__("exp_avg"), f["optimizer"].__setitem__("exp_avg", np.zeros(353))),
+     "/optimizer/exp_avg must be a float64 array of shape (354,), got float64 (353,)"),
+    (lambda f: f["optimizer"].attrs.__setitem__("lr", "x"), "ck.h5: /optimizer attribute 'lr' must be a finite number, "
+                                                            "got 'x'"),
+    (lambda f: f["optimizer"].attrs.__setitem__("eps", -1.0), "/optimizer attribute 'eps' must be >= 0, got -1.0"),
+    (lambda f: f["optimizer"].attrs.__setitem__("weight_decay", np.nan), "attribute 'weight_decay' must be a finite"),
+    (lambda f: f["optimizer"].attrs.__setitem__("amsgrad", "maybe"), "attribute 'amsgrad' must be true or false"),
+    (lambda f: f["optimizer/betas"].__setitem__(1, 2.0), "/optimizer/betas[1] must lie in [0, 1), got 2.0"),
+    (lambda f: f["optimizer"].attrs.__setitem__("step", -1), "attribute 'step' must be a non-negative integer"),
+    (lambda f: f["optimizer"].attrs.__setitem__("name", "adagrad"), "/optimizer attribute 'name' must be one of"),
 ])
 def test_corrupted_checkpoint_is_one_line_for_every_command(work, tmp_path, edit, message):
     path = damaged(work, tmp_path, edit, "ck.h5")
@@ -270,7 +285,8 @@ def test_corrupted_checkpoint_is_one_line_for_every_command(work, tmp_path, edit
 
 @pytest.mark.parametrize("edit,message", [
     (lambda f: f.__delitem__("optimizer"), "holds no run to resume"),
-    (lambda f: f["optimizer"].attrs.__setitem__("name", "sgd"), "holds the state of 'sgd', not 'adam'"),
+    (lambda f: (f.__delitem__("optimizer"), write_dict(f.create_group("optimizer"), {"name": "sgd", **SGD(
+        np.zeros(354)).state_dict()})), "holds the state of 'sgd', not 'adam'"),
     (lambda f: f["run"].attrs.__setitem__("rng_state", '{"bit_generator": "PCG64", "state": 3}'),
      "invalid PCG64 state"),
     (lambda f: f["run"].attrs.__setitem__("step", 1000), "checkpoint is at step 1000, past the 20 steps"),
@@ -531,3 +547,26 @@ def test_the_top_level_help_gives_each_command_whole(monkeypatch, columns):
 def test_help_points_to_what_an_install_has_not_to_docs(command):
     out = run(command, "--help")
     assert out.returncode == 0 and "docs/" not in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["stats", "BAD"], ["curvature", "BAD"], ["stats", "NET", "--data", "BAD"],
+    ["stats", "NET", "--init", "BAD", "--names", "parameter_distance"], ["compute", "BAD", "--out", "OUT"],
+    ["verify", "BAD"], ["verify", "NET", "--reference", "BAD"],
+    ["train", "--steps", "1", "--hidden", "4", "--checkpoint", "BAD"],
+])
+def test_a_path_that_cannot_be_read_says_why_in_the_systems_words(work, tmp_path, args):
+    """A symbolic link loop is not "no such file"; nor is a path through a file. A checkpoint path
+    that is a loop is refused, not replaced by a new checkpoint."""
+    (tmp_path / "loop1").symlink_to("loop2")
+    (tmp_path / "loop2").symlink_to("loop1")
+    (tmp_path / "dangling.h5").symlink_to("missing.h5")
+    for bad, message in ((tmp_path / "loop1", "cannot read {}: Too many levels of symbolic links"),
+                         (work / "net.h5" / "x", "cannot read {}: Not a directory"),
+                         (tmp_path / "dangling.h5", "no such file: {} (a symbolic link to 'missing.h5', which does not")):
+        if args[0] == "train" and bad.name != "loop1":
+            continue  # a new checkpoint may be written through a link to nothing; --checkpoint x/y is a bad output
+        given = [{"BAD": bad, "NET": work / "net.h5", "OUT": tmp_path / "out.h5"}.get(a, a) for a in args]
+        assert_one_line_error(run(*given), 1, message.format(bad))
+    assert (tmp_path / "loop1").is_symlink() and (tmp_path / "loop2").is_symlink()
+    no_leftovers(tmp_path, ["loop1", "loop2", "dangling.h5"])

@@ -6,14 +6,13 @@ class probabilities (N, C) for cross-entropy, floats of the outputs' shape other
 ``allow_pickle=False``; nothing is ever unpickled.
 """
 
-import os
 import zipfile
 
 import h5py
 import numpy as np
 
 from ..curvature.hvp import preserved_buffers
-from ..h5io import open_h5
+from ..h5io import check_readable, open_h5
 from ..nn import Conv2d, CrossEntropyLoss, Linear
 from ..nn.losses import check_probabilities
 
@@ -26,9 +25,7 @@ def load_batch(path):
     The kind of file is told by its first bytes (a zip archive is read as ``.npz``, anything else
     as HDF5), not by its name.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise OSError(f"no such file: {path}")
+    path = check_readable(path)
     if _is_zip(path):
         arrays = _read_npz(path)
     elif h5py.is_hdf5(path):
