@@ -563,10 +563,70 @@ def test_a_path_that_cannot_be_read_says_why_in_the_systems_words(work, tmp_path
     (tmp_path / "dangling.h5").symlink_to("missing.h5")
     for bad, message in ((tmp_path / "loop1", "cannot read {}: Too many levels of symbolic links"),
                          (work / "net.h5" / "x", "cannot read {}: Not a directory"),
-                         (tmp_path / "dangling.h5", "no such file: {} (a symbolic link to 'missing.h5', which does not")):
+                         (tmp_path / "dangling.h5", "no such file: {} (a symbolic link to 'missing.h5', which")):
         if args[0] == "train" and bad.name != "loop1":
             continue  # a new checkpoint may be written through a link to nothing; --checkpoint x/y is a bad output
         given = [{"BAD": bad, "NET": work / "net.h5", "OUT": tmp_path / "out.h5"}.get(a, a) for a in args]
         assert_one_line_error(run(*given), 1, message.format(bad))
     assert (tmp_path / "loop1").is_symlink() and (tmp_path / "loop2").is_symlink()
     no_leftovers(tmp_path, ["loop1", "loop2", "dangling.h5"])
+
+
+def no_work(*args, **kwargs):
+    raise AssertionError("a dense quantity was computed before the memory check")
+
+
+@pytest.fixture
+def little_memory(tmp_path, monkeypatch):
+    """``little_memory(kB)``: MemAvailable of that much, and every dense computation replaced by a
+    failure, so that a refusal must come first."""
+    for name in ("jacobian", "hessian", "ggn", "per_example_gradients", "CurvatureBatch"):
+        monkeypatch.setattr(f"refplastic.curvature.report.{name}", no_work)
+    monkeypatch.setattr("refplastic.stats.collect.Context", no_work)
+    monkeypatch.setattr("refplastic.reference.compute.compute_case", no_work)
+
+    def set_available(kilobytes):
+        meminfo = tmp_path / "meminfo"
+        meminfo.write_text(f"MemTotal:        8000000 kB\nMemAvailable:    {kilobytes} kB\n")
+        monkeypatch.setattr("refplastic.memory.MEMINFO", str(meminfo))
+    return set_available
+
+
+@pytest.mark.parametrize("args,kilobytes,message", [
+    (["curvature", "NET", "--quantities", "ntk"], 512,
+     "ntk needs about 107 MiB of memory at its peak (the 2560 x 2560 float64 kernel, 50 MiB), more than the 512 KiB "
+     "available; lower --examples to 4 or less"),
+    (["curvature", "NET", "--quantities", "hessian_lanczos,gradients", "--examples", "2048"], 4096,
+     "gradients needs about 199 MiB of memory at its peak (the 2048 x 354 float64 per-example gradients, 5.53 MiB), "
+     "more than the 4 MiB available; lower --examples to 262 or less"),
+    (["curvature", "NET", "--quantities", "ggn_eigenvalues"], 512,
+     "(the 354 x 354 float64 Gauss-Newton matrix, 979 KiB), more than the 512 KiB available; ask for ggn_lanczos, "
+     "ggn_trace or ggn_density instead (matrix-free)"),
+    (["curvature", "NET", "--quantities", "hessian_eigenvalues"], 8192,
+     "hessian_eigenvalues needs about 15.1 MiB of memory at its peak (the 354 x 354 float64 Hessian, 979 KiB), more "
+     "than the 8 MiB available; lower --examples to"),
+    (["stats", "NET", "--names", "loss,gradient_cosine_mean"], 512,
+     "gradient_cosine_mean needs about 2.79 MiB of memory at its peak (the 256 x 256 float64 Gram matrix of the "
+     "per-example gradients, 512 KiB), more than the 512 KiB available; lower --examples to 100 or less"),
+    (["stats", "NET", "--names", "ntk_effective_rank", "--examples", "100"], 512,
+     "ntk_effective_rank needs about 18 MiB of memory at its peak (the 1000 x 1000 float64 kernel, 7.63 MiB)"),
+    (["stats", "NET", "--names", "hessian_effective_rank"], 512,
+     "hessian_effective_rank needs about 15.1 MiB of memory at its peak (the 354 x 354 float64 Hessian, 979 KiB), "
+     "more than the 512 KiB available; use a smaller network"),
+])
+def test_a_quantity_too_large_for_the_memory_is_refused_before_any_work(work, tmp_path, little_memory, args,
+                                                                         kilobytes, message):
+    """The one line names the quantity, its largest matrix (shape, dtype, size), the peak, and what to lower."""
+    little_memory(kilobytes)
+    out = run(*[{"NET": work / "net.h5"}.get(a, a) for a in args], "--out", tmp_path / "out.h5")
+    assert_one_line_error(out, 1, message)
+    no_leftovers(tmp_path, ["meminfo"])
+
+
+def test_compute_refuses_a_case_too_large_for_the_memory_before_any_work(suite, tmp_path, little_memory):
+    little_memory(1024)
+    bad = one_case_input(suite, tmp_path / "in.h5")
+    assert_one_line_error(run("compute", bad, "--out", tmp_path / "out.h5"), 1,
+                          "case 'mine' needs about 1.91 MiB of memory at its peak (the 203 x 203 float64 Hessian, "
+                          "322 KiB), more than the 1 MiB available; use a smaller network")
+    no_leftovers(tmp_path, ["in.h5", "meminfo"])
