@@ -102,15 +102,23 @@ def _optimizer_from(group, net, path):
     name = state.pop("name")
     if attr_text(name) not in OPTIMIZERS:
         raise ValueError(f"{path}: /optimizer attribute 'name' must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+    load_optimizer_state(make_optimizer(attr_text(name), net.flat.copy()), state, group, path)
+    return name, state
+
+
+def load_optimizer_state(optimizer, state, group, path):
+    """``optimizer.load_state_dict(state)`` for ``state`` read from the HDF5 ``group``; a bad field
+    is a one-line ValueError naming the file and where the field is stored:
+    ``run.h5: /optimizer attribute 'lr' must be a finite number, got 'x'``, ``run.h5: /optimizer/exp_avg
+    contains NaN or infinity``."""
     try:
-        make_optimizer(attr_text(name), net.flat.copy()).load_state_dict(state)
+        optimizer.load_state_dict(state)
     except StateError as e:
-        field = e.field.split("[")[0]
-        where = f"/optimizer attribute {field!r}" if field in group.attrs else f"/optimizer/{field}"
+        field = e.field.split("[")[0]  # betas[1] is stored as betas
+        where = f"{group.name} attribute {field!r}" if field in group.attrs else f"{group.name}/{field}"
         raise ValueError(f"{path}: {where}{e.field[len(field):]} {e.problem}") from None
     except ValueError as e:
-        raise ValueError(f"{path}: /optimizer: {e}") from None
-    return name, state
+        raise ValueError(f"{path}: {group.name}: {e}") from None
 
 
 def _run_from(run, path):

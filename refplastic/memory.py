@@ -109,7 +109,8 @@ def format_bytes(n):
 
 def sizes(net, x):
     """The :class:`Sizes` of ``net`` on the batch ``x``, F and T from the forward and backward pass
-    of its first two examples (each array buffer counted once); the network is left unchanged."""
+    of its first two examples (of all of them if the network takes only the whole batch), each
+    array buffer counted once; the network is left unchanged."""
     from .curvature.hvp import CurvatureBatch  # here: refplastic.curvature imports this module
     from .curvature.per_example import independent_examples
     from .nn import Linear
@@ -118,7 +119,11 @@ def sizes(net, x):
     x = net.as_input(x)
     sample = x[:2].copy()  # a view would count all of x
     with np.errstate(all="ignore"):
-        batch = CurvatureBatch(net, None, sample, None)
+        try:
+            batch = CurvatureBatch(net, None, sample, None)
+        except ValueError:  # a layer whose shape spans the batch axis (a LayerNorm over it) takes only all of x
+            sample = x.copy()
+            batch = CurvatureBatch(net, None, sample, None)
     kept, tangents = _array_bytes([batch.caches, batch.gys], set()), _array_bytes([batch.caches[1:], batch.gys], set())
     layer_sizes = [sum(int(np.prod(shape)) for shape in layer.param_shapes.values()) for layer in net.layers]
     return Sizes(P=net.num_parameters, N=len(x), D=int(batch.z[0].size), b=np.dtype(net.dtype).itemsize,

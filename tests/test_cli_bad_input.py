@@ -630,3 +630,16 @@ def test_compute_refuses_a_case_too_large_for_the_memory_before_any_work(suite, 
                           "case 'mine' needs about 1.91 MiB of memory at its peak (the 203 x 203 float64 Hessian, "
                           "322 KiB), more than the 1 MiB available; use a smaller network")
     no_leftovers(tmp_path, ["in.h5", "meminfo"])
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda f: f["optimizer"].attrs.__setitem__("lr", "x"), "ck.h5: /optimizer attribute 'lr' must be a finite number, "
+                                                            "got 'x'"),
+    (lambda f: f["optimizer/exp_avg"].__setitem__(0, np.nan), "ck.h5: /optimizer/exp_avg contains NaN or infinity"),
+])
+def test_a_plasticity_runs_checkpoint_names_a_bad_optimizer_field(tmp_path, edit, message):
+    args = ["run", "--preset", "smoke", "--checkpoint", tmp_path / "ck.h5"]
+    assert run(*args).returncode == 0
+    with h5py.File(tmp_path / "ck.h5", "a") as f:
+        edit(f)
+    assert_one_line_error(run(*args), 1, message)
