@@ -140,14 +140,17 @@ def curvature_report(net, loss, x, t, quantities, seed, progress=None, *, top_k=
 def memory_estimates(s, quantities, block_size):
     """The :mod:`refplastic.memory` estimates of the dense ``quantities`` (exact spectra, gradients,
     NTK) for the sizes ``s``; the matrix-free ones (Lanczos, traces, densities) need O(P) vectors."""
-    def matrix_free(which):
-        return f"ask for {which}_lanczos, {which}_trace or {which}_density instead (matrix-free)"
-
-    estimates = {"hessian_eigenvalues": lambda: hessian_estimate(s, block_size, alternative=matrix_free("hessian")),
-                 "ggn_eigenvalues": lambda: ggn_estimate(s, block_size, alternative=matrix_free("ggn")),
-                 "gradients": lambda: gradients_estimate(s, block_size),
-                 "ntk": lambda: ntk_estimate(s, block_size)}
-    return [estimates[name]() for name in QUANTITIES if name in quantities and name in estimates]
+    matrix_free = "ask for {0}_lanczos, {0}_trace or {0}_density instead (matrix-free)"
+    estimates = []
+    if "hessian_eigenvalues" in quantities:
+        estimates.append(hessian_estimate(s, block_size, alternative=matrix_free.format("hessian")))
+    if "ggn_eigenvalues" in quantities:
+        estimates.append(ggn_estimate(s, block_size, alternative=matrix_free.format("ggn")))
+    if "gradients" in quantities:
+        estimates.append(gradients_estimate(s, block_size))
+    if "ntk" in quantities:
+        estimates.append(ntk_estimate(s, block_size))
+    return estimates
 
 
 def _defined_values(part):

@@ -78,8 +78,9 @@ class Optimizer:
     """Base class: parameters, hyperparameters, step count, buffers and their (re)storing.
 
     A subclass sets ``name`` and ``hyperparameter_types`` (name -> converter ``convert(value, name)``),
-    and implements ``check(h)`` (raise :class:`StateError` on invalid hyperparameters ``h``), ``buffer_names(h)`` (the
-    buffers that configuration uses) and ``update(grad)`` (one step; ``self.step_count`` counts it).
+    and implements ``check(h)`` (raise :class:`StateError` on invalid hyperparameters ``h``),
+    ``buffer_names(h)`` (the buffers that configuration uses) and ``update(grad)`` (one step;
+    ``self.step_count`` counts it).
     Hyperparameters are attributes; ``lr`` may be changed between steps (a schedule), but changing
     one that decides which buffers exist (momentum, amsgrad, centered) needs ``reset()``.
     """
