@@ -4,6 +4,7 @@ Every command turns bad input into one line ``Error: ...`` and a non-zero exit (
 1 for bad data or files); set ``REFPLASTIC_DEBUG=1`` to see the traceback instead.
 """
 
+import contextlib
 import difflib
 import math
 import os
@@ -293,7 +294,8 @@ def curvature(network, data, loss, examples, quantities, top_k, seed, out, plot,
     _checked(check_top_k, top_k, net.num_parameters, option="--top-k")
     progress = _Progress()
     try:
-        report = curvature_report(net, make_loss(loss), x, t, quantities, seed, progress, top_k=top_k)
+        with _examples_hint():
+            report = curvature_report(net, make_loss(loss), x, t, quantities, seed, progress, top_k=top_k)
     finally:
         progress.close()
     attrs = report["attrs"]
@@ -306,6 +308,17 @@ def curvature(network, data, loss, examples, quantities, top_k, seed, out, plot,
     if plot is not None:
         plot_spectrum(report, plot)
         click.echo(f"wrote {plot}")
+
+
+@contextlib.contextmanager
+def _examples_hint():
+    """A quantity refused for want of memory names --examples as what to lower (exit 1)."""
+    from refplastic.memory import NotEnoughMemory
+
+    try:
+        yield
+    except NotEnoughMemory as e:
+        raise click.ClickException(e.describe("--examples")) from None
 
 
 def _checked(check, *args, option):
@@ -367,7 +380,8 @@ def stats(network, data, loss, examples, names, init_network, seed, out, force):
     if skipped and names is not DEFAULT_STATISTICS:  # the default set does not apply to every network, by design
         click.echo(f"no value for {reasons}", err=True)
     init_net = load_network(init_network, like=net) if init_network is not None else None
-    values = compute_statistics(net, x, t, loss, names, init_net=init_net, seed=seed)
+    with _examples_hint():
+        values = compute_statistics(net, x, t, loss, names, init_net=init_net, seed=seed)
     click.echo(format_statistics(values))
     if out is not None:
         write_statistics_h5(out, values, {"network": os.path.abspath(network), "loss": loss, "seed": seed,

@@ -22,6 +22,7 @@ import numpy as np
 
 from .h5io import atomic_h5, attr_text, check_format, open_h5, read_datasets, read_dict, read_json_attr, write_dict, write_json_attr
 from .nn import Network, as_dtype
+from .nn.optim import OPTIMIZERS, StateError, make_optimizer
 
 BIT_GENERATORS = {g.__name__: g for g in (np.random.PCG64, np.random.PCG64DXSM, np.random.Philox,
                                            np.random.SFC64, np.random.MT19937)}
@@ -78,20 +79,46 @@ def load_checkpoint(path):
 
     ``run`` is ``None`` or a dict with ``config`` (a dict), ``rng_state`` (a dict), ``step`` (an
     int >= 0) and ``history`` (equally long 1-D arrays of numbers). Every field is checked; a bad
-    one raises a one-line ValueError naming the file and the field.
+    one raises a one-line ValueError naming the file and the field; the optimizer state, if any,
+    must load into its optimizer for the network (:func:`_optimizer_from`).
     """
     with open_h5(path) as f:
         net = _network_from(f, path)
         out = {"network": net, "optimizer_name": None, "optimizer_state": None, "run": None}
         if "optimizer" in f:
-            state = read_dict(f["optimizer"], f"{path}: /optimizer")
-            if "name" not in state:
-                raise ValueError(f"{path}: /optimizer: missing attribute 'name'")
-            out["optimizer_name"] = state.pop("name")
-            out["optimizer_state"] = state
+            out["optimizer_name"], out["optimizer_state"] = _optimizer_from(f["optimizer"], net, path)
         if "run" in f:
             out["run"] = _run_from(f["run"], path)
         return out
+
+
+def _optimizer_from(group, net, path):
+    """``(name, state)`` of the /optimizer group, checked by loading it into that optimizer for ``net``:
+    every hyperparameter attribute of the right kind and range, the step, and every buffer of the
+    network's size and dtype and finite. A bad one is named: ``/optimizer attribute 'lr'``, ``/optimizer/exp_avg``."""
+    state = read_dict(group, f"{path}: /optimizer")
+    if "name" not in state:
+        raise ValueError(f"{path}: /optimizer: missing attribute 'name'")
+    name = state.pop("name")
+    if attr_text(name) not in OPTIMIZERS:
+        raise ValueError(f"{path}: /optimizer attribute 'name' must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+    load_optimizer_state(make_optimizer(attr_text(name), net.flat.copy()), state, group, path)
+    return name, state
+
+
+def load_optimizer_state(optimizer, state, group, path):
+    """``optimizer.load_state_dict(state)`` for ``state`` read from the HDF5 ``group``; a bad field
+    is a one-line ValueError naming the file and where the field is stored:
+    ``run.h5: /optimizer attribute 'lr' must be a finite number, got 'x'``, ``run.h5: /optimizer/exp_avg
+    contains NaN or infinity``."""
+    try:
+        optimizer.load_state_dict(state)
+    except StateError as e:
+        field = e.field.split("[")[0]  # betas[1] is stored as betas
+        where = f"{group.name} attribute {field!r}" if field in group.attrs else f"{group.name}/{field}"
+        raise ValueError(f"{path}: {where}{e.field[len(field):]} {e.problem}") from None
+    except ValueError as e:
+        raise ValueError(f"{path}: {group.name}: {e}") from None
 
 
 def _run_from(run, path):

@@ -6,6 +6,7 @@ file behind.
 """
 
 import contextlib
+import errno
 import json
 import os
 import sys
@@ -32,6 +33,33 @@ def atomic_h5(path):
             yield f
 
 
+def exists(path):
+    """Whether a file is at ``path`` (False when nothing is there, or a symbolic link to nothing);
+    a one-line OSError with the system's reason when that cannot be told (a symbolic link loop:
+    ``cannot read PATH: Too many levels of symbolic links``; a path through a file: ``Not a directory``)."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise OSError(f"cannot read {os.fspath(path)}: {_reason(e)}") from None
+    return True
+
+
+def check_readable(path):
+    """``path`` as a string if it names a file that can be read, else a one-line OSError saying why,
+    in the system's words (``os.strerror``): ``no such file: PATH``, ``cannot read PATH: Is a directory``,
+    ``cannot read PATH: Too many levels of symbolic links``."""
+    path = os.fspath(path)
+    if not exists(path):
+        link = f" (a symbolic link to {os.readlink(path)!r}, which does not exist)" if os.path.islink(path) else ""
+        raise OSError(f"no such file: {path}{link}")
+    for bad, error in ((os.path.isdir(path), errno.EISDIR), (not os.access(path, os.R_OK), errno.EACCES)):
+        if bad:
+            raise OSError(f"cannot read {path}: {os.strerror(error)}")
+    return path
+
+
 def _reason(error):
     """The operating system's short reason for an OSError (h5py's messages run to several clauses)."""
     return error.strerror or str(error).split("(")[0].strip() or type(error).__name__
@@ -45,9 +73,7 @@ def open_h5(path, links=False):
     one would fail later with h5py's message, an external one opens another file). With ``links``
     the caller handles them (see :func:`link_description`).
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise OSError(f"no such file: {path}")
+    path = check_readable(path)
     try:
         f = h5py.File(path, "r")
     except OSError:

@@ -8,14 +8,13 @@ minibatch generator's state, so a resumed run gives the same numbers as an unint
 import dataclasses
 import json
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from .checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from .data import GENERATORS
-from .h5io import attr_text
+from .h5io import attr_text, exists
 from .nn import Linear, Network, make_loss
 from .nn.build import build_layer
 from .nn.network import DTYPES
@@ -152,7 +151,7 @@ def train(config, checkpoint=None, checkpoint_every=500, progress=None, on_evalu
         history.update(train_accuracy=[], test_accuracy=[])
     step = 0
 
-    if checkpoint is not None and os.path.exists(checkpoint):
+    if checkpoint is not None and exists(checkpoint):
         batches, history, step = _resume(checkpoint, config, net, optimizer, history)
         if on_evaluation is not None:
             for i in range(len(history["step"])):

@@ -15,6 +15,8 @@ import pytest
 
 import cli
 from refplastic.checkpoint import load_checkpoint, save_checkpoint
+from refplastic.h5io import write_dict
+from refplastic.nn import SGD
 from refplastic.training import TrainConfig, train
 
 
@@ -111,6 +113,47 @@ def test_links_in_a_data_file_or_a_checkpoint_are_refused_by_name(work, tmp_path
 def test_data_member_that_is_a_group(work):
     assert_one_line_error(run("stats", work / "net.h5", "--data", work / "group.h5"), 1,
                           "/inputs must be a dataset, found a group")
+
+
+def soft_targets(row, value):
+    """One-hot float targets (16, 10) whose ``row`` is ``value`` (a row of 10)."""
+    t = np.eye(10)[np.arange(16) % 10]
+    t[row] = value
+    return t
+
+
+@pytest.mark.parametrize("targets,message", [
+    (soft_targets(3, np.full(10, 0.07)), "targets row 3 sums to 0.7, not 1 (within 8.9e-15): cross_entropy float "
+                                         "targets are class probabilities"),
+    (soft_targets(5, np.linspace(-0.4, 0.6, 10) + 0.01), "targets row 5 has a negative entry -0.39 (column 0)"),
+    (soft_targets(2, np.eye(10)[4] + 1e-13), "targets row 2 sums to 1.000000000001, not 1"),
+    (np.array([0, 3, 12, -1] * 4), "cross_entropy labels must lie in [0, 10): targets row 2 is 12"),
+])
+@pytest.mark.parametrize("command", ["stats", "curvature"])
+def test_cross_entropy_targets_name_the_first_bad_row(work, tmp_path, targets, message, command):
+    np.savez(tmp_path / "t.npz", inputs=np.zeros((16, 32)), targets=targets)
+    assert_one_line_error(run(command, work / "net.h5", "--data", tmp_path / "t.npz"), 1, f"t.npz: {message}")
+
+
+def test_a_regression_run_with_cross_entropy_is_refused_naming_its_data(tmp_path):
+    assert run("train", "--steps", "1", "--hidden", "4", "--dataset", "teacher-regression",
+               "--out", tmp_path / "reg.h5").returncode == 0
+    out = run("stats", tmp_path / "reg.h5", "--loss", "cross_entropy", "--names", "loss")
+    assert_one_line_error(out, 1, "reg.h5: the run's training data: targets row 0 has a negative entry")
+    assert "class probabilities" in out.stderr
+
+
+@pytest.mark.parametrize("inputs,message", [
+    (np.zeros(32), "'inputs' of shape (32,) has no batch axis: the network's first layer, Linear(in_features=32, "
+                   "out_features=8, bias=True), takes inputs of shape (N, 32)"),
+    (np.zeros((32, 31)), "'inputs' of shape (32, 31) do not fit the network: Linear expects inputs with last "
+                         "dimension 32"),
+])
+def test_inputs_of_the_wrong_shape_are_named_not_blamed_on_the_loss(work, tmp_path, inputs, message):
+    np.savez(tmp_path / "x.npz", inputs=inputs, targets=np.zeros(32, np.int64))
+    for args in (["stats", "--names", "loss"], ["curvature"], ["stats", "--loss", "mse", "--names", "loss"]):
+        assert_one_line_error(run(args[0], work / "net.h5", "--data", tmp_path / "x.npz", *args[1:]), 1,
+                              f"x.npz: {message}")
 
 
 def test_targets_that_do_not_fit_the_loss_name_the_file(work):
@@ -219,6 +262,19 @@ def test_an_error_under_the_progress_bar_is_one_line_of_its_own(tmp_path, monkey
     (lambda f: f.attrs.__setitem__("training", "maybe"), "attribute 'training' must be true or false"),
     (lambda f: f.attrs.__setitem__("architecture", '{"type": "Linear"}'), "must be a non-empty JSON list"),
     (lambda f: f.attrs.__setitem__("architecture", '[{"type": "Swish"}]'), "cannot build the network: unknown layer"),
+    # the optimizer state: every hyperparameter attribute, the step, every buffer
+    (lambda f: f["optimizer/exp_avg"].__setitem__(3, np.nan), "ck.h5: /optimizer/exp_avg contains NaN or infinity"),
+    (lambda f: f["optimizer/exp_avg_sq"].__setitem__(0, np.inf), "/optimizer/exp_avg_sq contains NaN or infinity"),
+    (lambda f: (f["optimizer"].__delitem__("exp_avg"), f["optimizer"].__setitem__("exp_avg", np.zeros(353))),
+     "/optimizer/exp_avg must be a float64 array of shape (354,), got float64 (353,)"),
+    (lambda f: f["optimizer"].attrs.__setitem__("lr", "x"), "ck.h5: /optimizer attribute 'lr' must be a finite number, "
+                                                            "got 'x'"),
+    (lambda f: f["optimizer"].attrs.__setitem__("eps", -1.0), "/optimizer attribute 'eps' must be >= 0, got -1.0"),
+    (lambda f: f["optimizer"].attrs.__setitem__("weight_decay", np.nan), "attribute 'weight_decay' must be a finite"),
+    (lambda f: f["optimizer"].attrs.__setitem__("amsgrad", "maybe"), "attribute 'amsgrad' must be true or false"),
+    (lambda f: f["optimizer/betas"].__setitem__(1, 2.0), "/optimizer/betas[1] must lie in [0, 1), got 2.0"),
+    (lambda f: f["optimizer"].attrs.__setitem__("step", -1), "attribute 'step' must be a non-negative integer"),
+    (lambda f: f["optimizer"].attrs.__setitem__("name", "adagrad"), "/optimizer attribute 'name' must be one of"),
 ])
 def test_corrupted_checkpoint_is_one_line_for_every_command(work, tmp_path, edit, message):
     path = damaged(work, tmp_path, edit, "ck.h5")
@@ -229,7 +285,8 @@ def test_corrupted_checkpoint_is_one_line_for_every_command(work, tmp_path, edit
 
 @pytest.mark.parametrize("edit,message", [
     (lambda f: f.__delitem__("optimizer"), "holds no run to resume"),
-    (lambda f: f["optimizer"].attrs.__setitem__("name", "sgd"), "holds the state of 'sgd', not 'adam'"),
+    (lambda f: (f.__delitem__("optimizer"), write_dict(f.create_group("optimizer"), {"name": "sgd", **SGD(
+        np.zeros(354)).state_dict()})), "holds the state of 'sgd', not 'adam'"),
     (lambda f: f["run"].attrs.__setitem__("rng_state", '{"bit_generator": "PCG64", "state": 3}'),
      "invalid PCG64 state"),
     (lambda f: f["run"].attrs.__setitem__("step", 1000), "checkpoint is at step 1000, past the 20 steps"),
@@ -490,3 +547,99 @@ def test_the_top_level_help_gives_each_command_whole(monkeypatch, columns):
 def test_help_points_to_what_an_install_has_not_to_docs(command):
     out = run(command, "--help")
     assert out.returncode == 0 and "docs/" not in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["stats", "BAD"], ["curvature", "BAD"], ["stats", "NET", "--data", "BAD"],
+    ["stats", "NET", "--init", "BAD", "--names", "parameter_distance"], ["compute", "BAD", "--out", "OUT"],
+    ["verify", "BAD"], ["verify", "NET", "--reference", "BAD"],
+    ["train", "--steps", "1", "--hidden", "4", "--checkpoint", "BAD"],
+])
+def test_a_path_that_cannot_be_read_says_why_in_the_systems_words(work, tmp_path, args):
+    """A symbolic link loop is not "no such file"; nor is a path through a file. A checkpoint path
+    that is a loop is refused, not replaced by a new checkpoint."""
+    (tmp_path / "loop1").symlink_to("loop2")
+    (tmp_path / "loop2").symlink_to("loop1")
+    (tmp_path / "dangling.h5").symlink_to("missing.h5")
+    for bad, message in ((tmp_path / "loop1", "cannot read {}: Too many levels of symbolic links"),
+                         (work / "net.h5" / "x", "cannot read {}: Not a directory"),
+                         (tmp_path / "dangling.h5", "no such file: {} (a symbolic link to 'missing.h5', which")):
+        if args[0] == "train" and bad.name != "loop1":
+            continue  # a new checkpoint may be written through a link to nothing; --checkpoint x/y is a bad output
+        given = [{"BAD": bad, "NET": work / "net.h5", "OUT": tmp_path / "out.h5"}.get(a, a) for a in args]
+        assert_one_line_error(run(*given), 1, message.format(bad))
+    assert (tmp_path / "loop1").is_symlink() and (tmp_path / "loop2").is_symlink()
+    no_leftovers(tmp_path, ["loop1", "loop2", "dangling.h5"])
+
+
+def no_work(*args, **kwargs):
+    raise AssertionError("a dense quantity was computed before the memory check")
+
+
+@pytest.fixture
+def little_memory(tmp_path, monkeypatch):
+    """``little_memory(kB)``: MemAvailable of that much, and every dense computation replaced by a
+    failure, so that a refusal must come first."""
+    for name in ("jacobian", "hessian", "ggn", "per_example_gradients", "CurvatureBatch"):
+        monkeypatch.setattr(f"refplastic.curvature.report.{name}", no_work)
+    monkeypatch.setattr("refplastic.stats.collect.Context", no_work)
+    monkeypatch.setattr("refplastic.reference.compute.compute_case", no_work)
+
+    def set_available(kilobytes):
+        meminfo = tmp_path / "meminfo"
+        meminfo.write_text(f"MemTotal:        8000000 kB\nMemAvailable:    {kilobytes} kB\n")
+        monkeypatch.setattr("refplastic.memory.MEMINFO", str(meminfo))
+    return set_available
+
+
+@pytest.mark.parametrize("args,kilobytes,message", [
+    (["curvature", "NET", "--quantities", "ntk"], 512,
+     "ntk needs about 107 MiB of memory at its peak (the 2560 x 2560 float64 kernel, 50 MiB), more than the 512 KiB "
+     "available; lower --examples to 4 or less"),
+    (["curvature", "NET", "--quantities", "hessian_lanczos,gradients", "--examples", "2048"], 4096,
+     "gradients needs about 199 MiB of memory at its peak (the 2048 x 354 float64 per-example gradients, 5.53 MiB), "
+     "more than the 4 MiB available; lower --examples to 262 or less"),
+    (["curvature", "NET", "--quantities", "ggn_eigenvalues"], 512,
+     "(the 354 x 354 float64 Gauss-Newton matrix, 979 KiB), more than the 512 KiB available; ask for ggn_lanczos, "
+     "ggn_trace or ggn_density instead (matrix-free)"),
+    (["curvature", "NET", "--quantities", "hessian_eigenvalues"], 8192,
+     "hessian_eigenvalues needs about 15.1 MiB of memory at its peak (the 354 x 354 float64 Hessian, 979 KiB), more "
+     "than the 8 MiB available; lower --examples to"),
+    (["stats", "NET", "--names", "loss,gradient_cosine_mean"], 512,
+     "gradient_cosine_mean needs about 2.79 MiB of memory at its peak (the 256 x 256 float64 Gram matrix of the "
+     "per-example gradients, 512 KiB), more than the 512 KiB available; lower --examples to 100 or less"),
+    (["stats", "NET", "--names", "ntk_effective_rank", "--examples", "100"], 512,
+     "ntk_effective_rank needs about 18 MiB of memory at its peak (the 1000 x 1000 float64 kernel, 7.63 MiB)"),
+    (["stats", "NET", "--names", "hessian_effective_rank"], 512,
+     "hessian_effective_rank needs about 15.1 MiB of memory at its peak (the 354 x 354 float64 Hessian, 979 KiB), "
+     "more than the 512 KiB available; use a smaller network"),
+])
+def test_a_quantity_too_large_for_the_memory_is_refused_before_any_work(work, tmp_path, little_memory, args,
+                                                                         kilobytes, message):
+    """The one line names the quantity, its largest matrix (shape, dtype, size), the peak, and what to lower."""
+    little_memory(kilobytes)
+    out = run(*[{"NET": work / "net.h5"}.get(a, a) for a in args], "--out", tmp_path / "out.h5")
+    assert_one_line_error(out, 1, message)
+    no_leftovers(tmp_path, ["meminfo"])
+
+
+def test_compute_refuses_a_case_too_large_for_the_memory_before_any_work(suite, tmp_path, little_memory):
+    little_memory(1024)
+    bad = one_case_input(suite, tmp_path / "in.h5")
+    assert_one_line_error(run("compute", bad, "--out", tmp_path / "out.h5"), 1,
+                          "case 'mine' needs about 1.91 MiB of memory at its peak (the 203 x 203 float64 Hessian, "
+                          "322 KiB), more than the 1 MiB available; use a smaller network")
+    no_leftovers(tmp_path, ["in.h5", "meminfo"])
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda f: f["optimizer"].attrs.__setitem__("lr", "x"), "ck.h5: /optimizer attribute 'lr' must be a finite number, "
+                                                            "got 'x'"),
+    (lambda f: f["optimizer/exp_avg"].__setitem__(0, np.nan), "ck.h5: /optimizer/exp_avg contains NaN or infinity"),
+])
+def test_a_plasticity_runs_checkpoint_names_a_bad_optimizer_field(tmp_path, edit, message):
+    args = ["run", "--preset", "smoke", "--checkpoint", tmp_path / "ck.h5"]
+    assert run(*args).returncode == 0
+    with h5py.File(tmp_path / "ck.h5", "a") as f:
+        edit(f)
+    assert_one_line_error(run(*args), 1, message)

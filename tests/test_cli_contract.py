@@ -264,6 +264,7 @@ def test_outputs_of_the_same_kind_are_replaced(files, tmp_path, name):
 @pytest.mark.parametrize("kind,message", [
     ("missing", "no such file"),
     ("text", ""),
+    ("loop", "Too many levels of symbolic links"),
 ])
 def test_a_bad_input_file_is_one_line_naming_it(files, tmp_path, name, label, kind, message):
     bad = tmp_path / "bad.h5"

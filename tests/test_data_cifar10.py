@@ -249,3 +249,11 @@ def test_refusal_message_is_short(tmp_path):
     with pytest.raises(ValueError) as e:
         load_restricted(path)
     assert len(str(e.value)) < 300 + len(str(path)) and str(e.value).endswith("...")
+
+
+def test_a_batch_that_is_a_symbolic_link_loop_is_named_not_missing(tmp_path):
+    write_cifar(tmp_path, "binary")
+    (tmp_path / "data_batch_3.bin").unlink()
+    (tmp_path / "data_batch_3.bin").symlink_to(tmp_path / "data_batch_3.bin")
+    with pytest.raises(OSError, match="data_batch_3.bin: Too many levels of symbolic links"):
+        load_cifar10(tmp_path)

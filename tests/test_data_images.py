@@ -71,9 +71,11 @@ def test_parse_data_spec(tmp_path):
                       "mnist:DIR or cifar10:DIR"),
     ("mnist:{tmp}/absent", "mnist:{tmp}/absent: no such directory: {tmp}/absent"),
     ("cifar10:{tmp}/file", "cifar10:{tmp}/file: is not a directory: {tmp}/file"),
+    ("mnist:{tmp}/loop", "mnist:{tmp}/loop: Too many levels of symbolic links: {tmp}/loop"),
 ])
 def test_parse_data_spec_refuses(tmp_path, spec, message):
     (tmp_path / "file").write_bytes(b"")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
     with pytest.raises(ValueError) as e:
         parse_data_spec(spec.format(tmp=tmp_path))
     assert str(e.value) == message.format(tmp=tmp_path)

@@ -139,3 +139,11 @@ def test_mnist_missing_files(tmp_path):
         load_mnist(tmp_path)
     assert_one_line(e, tmp_path, "missing MNIST file t10k-labels-idx1-ubyte",
                     "(or t10k-labels-idx1-ubyte.gz)")
+
+
+def test_a_file_that_is_a_symbolic_link_loop_is_named_not_missing(tmp_path):
+    write_mnist(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte").unlink()
+    (tmp_path / "t10k-labels-idx1-ubyte").symlink_to(tmp_path / "t10k-labels-idx1-ubyte")
+    with pytest.raises(OSError, match="t10k-labels-idx1-ubyte: Too many levels of symbolic links"):
+        load_mnist(tmp_path)

@@ -6,6 +6,7 @@ import torch
 from oracle import RTOL, assert_close
 
 from refplastic.nn import CrossEntropyLoss, HuberLoss, MSELoss, make_loss
+from refplastic.nn.losses import check_probabilities
 
 TORCH_LOSS = {
     "mse": torch.nn.functional.mse_loss,
@@ -153,7 +154,7 @@ def test_huber_is_quadratic_inside_and_linear_outside():
 
 
 def test_bad_targets_are_clear_errors():
-    with pytest.raises(ValueError, match="labels must lie in"):
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\): targets row 1 is 3"):
         CrossEntropyLoss().forward(np.zeros((2, 3)), np.array([0, 3]))
     with pytest.raises(ValueError, match="targets must be int labels"):
         CrossEntropyLoss().forward(np.zeros((2, 3)), np.zeros((2, 4)))
@@ -161,3 +162,39 @@ def test_bad_targets_are_clear_errors():
         MSELoss().forward(np.zeros((2, 3)), np.zeros((3, 2)))
     with pytest.raises(ValueError, match="unknown loss"):
         make_loss("hinge")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_probability_rows_rounded_to_the_dtype_pass(dtype):
+    """Exact probabilities rounded to the dtype, and rows normalised in it, for C up to 1000: within 4 C eps."""
+    rng = np.random.default_rng(7)
+    for c in (2, 10, 1000):
+        check_probabilities(rng.dirichlet(np.full(c, 0.3), size=50).astype(dtype))
+        t = rng.uniform(size=(50, c)).astype(dtype)
+        check_probabilities(t / t.sum(axis=1, keepdims=True))
+        check_probabilities(np.eye(c, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("edit,message", [
+    (lambda t, eps: t.__setitem__((3, 1), t[3, 1] - 0.3), "targets row 3 sums to 0.7"),
+    (lambda t, eps: t.__setitem__((2, 0), -0.25), "targets row 2 has a negative entry -0.25 (column 0)"),
+    (lambda t, eps: t.__setitem__((4, 2), np.nan), "targets row 4 contains NaN or infinity"),
+    (lambda t, eps: t.__setitem__((1, 0), t[1, 0] + 5 * 10 * eps), "targets row 1 sums to 1.0"),  # 5 C eps off
+])
+def test_bad_probability_rows_are_named(dtype, edit, message):
+    t = np.zeros((6, 10), dtype)
+    t[:, 1] = 1.0
+    edit(t, np.finfo(dtype).eps)
+    with pytest.raises(ValueError) as info:
+        check_probabilities(t)
+    assert str(info.value).startswith(message) and "class probabilities" in str(info.value), str(info.value)
+    check_probabilities(t[5:])  # the rows after it are fine
+
+
+def test_the_loss_itself_takes_any_float_targets_as_torch_does():
+    """Unnormalised and negative rows give torch's numbers: the check is the front ends' (check_probabilities)."""
+    rng = np.random.default_rng(8)
+    z, t = rng.normal(size=(5, 4)), rng.normal(size=(5, 4))
+    expected = torch.nn.functional.cross_entropy(torch.tensor(z), torch.tensor(t)).item()
+    assert_close(CrossEntropyLoss()(z, t), expected, 1e-12, "cross_entropy, arbitrary float targets")

@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 
 from ..h5io import atomic_h5, check_format, open_h5, read_attrs, write_dict
+from ..memory import check_memory, ggn_estimate, gradients_estimate, hessian_estimate, ntk_estimate, sizes
 from ..outputs import atomic_path, check_writable
 from ..overflow import finite, reported_as
 from .ggn import ggn
@@ -63,18 +64,26 @@ def curvature_report(net, loss, x, t, quantities, seed, progress=None, *, top_k=
     """Compute ``quantities`` (names from :data:`QUANTITIES`) for ``net`` on the batch ``(x, t)``.
 
     ``progress(label, done, total)`` is called as long computations advance. The network's
-    parameters and buffers are left unchanged. A quantity that overflows on the batch (finite
-    inputs, huge weights) raises a one-line :class:`~refplastic.overflow.NotFinite` (a ValueError)
-    naming it; no NumPy floating-point warning escapes.
+    parameters and buffers are left unchanged. Before any work, a quantity whose memory estimate
+    (:func:`memory_estimates`) is above the memory available raises
+    :class:`~refplastic.memory.NotEnoughMemory` (a MemoryError) naming it and what to lower. A
+    quantity that overflows on the batch (finite inputs, huge weights) raises a one-line
+    :class:`~refplastic.overflow.NotFinite` (a ValueError) naming it; no NumPy floating-point
+    warning escapes.
     """
     unknown = [q for q in quantities if q not in QUANTITIES]
     if unknown:
         raise ValueError(f"unknown quantities {unknown}; choose from {', '.join(QUANTITIES)}")
     check_top_k(top_k, net.num_parameters)
+    P = net.num_parameters
+    for name in quantities:
+        if name.endswith("_eigenvalues") and P > max_exact_parameters:
+            raise ValueError(f"{name} needs the full {P} x {P} matrix; that is more than "
+                             f"max_exact_parameters={max_exact_parameters}: use the Lanczos quantities")
+    check_memory(lambda s: memory_estimates(s, quantities, block_size), sizes(net, x), net.dtype)
     with reported_as("loss"):
         batch = CurvatureBatch(net, loss, x, t)
         finite(batch.value)
-    P = net.num_parameters
     report = {"attrs": {"seed": int(seed), "loss": loss.name, "num_parameters": P, "num_examples": int(len(x)),
                         "dtype": np.dtype(net.dtype).name, "training": net.training, "loss_value": batch.value,
                         "architecture": json.dumps(net.architecture()), "quantities": json.dumps(list(quantities))}}
@@ -91,9 +100,6 @@ def curvature_report(net, loss, x, t, quantities, seed, progress=None, *, top_k=
         group = report.setdefault(which, {})
         with reported_as(name):
             if kind == "eigenvalues":
-                if P > max_exact_parameters:
-                    raise ValueError(f"{name} needs the full {P} x {P} matrix; that is more than "
-                                     f"max_exact_parameters={max_exact_parameters}: use the Lanczos quantities")
                 if which == "hessian":
                     matrix = hessian(net, loss, x, t, block_size, progress=step(name), batch=batch)
                 else:
@@ -129,6 +135,22 @@ def curvature_report(net, loss, x, t, quantities, seed, progress=None, *, top_k=
                                  "attrs": {"trace": float(np.trace(kernel))}}
             finite(_defined_values(report[which]))
     return report
+
+
+def memory_estimates(s, quantities, block_size):
+    """The :mod:`refplastic.memory` estimates of the dense ``quantities`` (exact spectra, gradients,
+    NTK) for the sizes ``s``; the matrix-free ones (Lanczos, traces, densities) need O(P) vectors."""
+    matrix_free = "ask for {0}_lanczos, {0}_trace or {0}_density instead (matrix-free)"
+    estimates = []
+    if "hessian_eigenvalues" in quantities:
+        estimates.append(hessian_estimate(s, block_size, alternative=matrix_free.format("hessian")))
+    if "ggn_eigenvalues" in quantities:
+        estimates.append(ggn_estimate(s, block_size, alternative=matrix_free.format("ggn")))
+    if "gradients" in quantities:
+        estimates.append(gradients_estimate(s, block_size))
+    if "ntk" in quantities:
+        estimates.append(ntk_estimate(s, block_size))
+    return estimates
 
 
 def _defined_values(part):

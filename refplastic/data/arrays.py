@@ -6,14 +6,15 @@ class probabilities (N, C) for cross-entropy, floats of the outputs' shape other
 ``allow_pickle=False``; nothing is ever unpickled.
 """
 
-import os
 import zipfile
 
 import h5py
 import numpy as np
 
 from ..curvature.hvp import preserved_buffers
-from ..h5io import open_h5
+from ..h5io import check_readable, open_h5
+from ..nn import Conv2d, CrossEntropyLoss, Linear
+from ..nn.losses import check_probabilities
 
 FIELDS = ("inputs", "targets")
 
@@ -24,9 +25,7 @@ def load_batch(path):
     The kind of file is told by its first bytes (a zip archive is read as ``.npz``, anything else
     as HDF5), not by its name.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise OSError(f"no such file: {path}")
+    path = check_readable(path)
     if _is_zip(path):
         arrays = _read_npz(path)
     elif h5py.is_hdf5(path):
@@ -53,14 +52,37 @@ def load_batch(path):
 
 def check_batch(net, loss, x, t, where):
     """A one-line ValueError naming ``where`` unless ``net`` takes the inputs ``x``, ``loss`` takes
-    the targets ``t``, and the loss is finite; the network's buffers are left unchanged."""
+    the targets ``t``, and the loss is finite; the network's buffers are left unchanged.
+
+    The inputs need a batch axis before the axes the first layer takes; float targets of
+    cross-entropy must be class probabilities (:func:`refplastic.nn.losses.check_probabilities`).
+    """
+    if np.ndim(x) < 2:
+        raise ValueError(f"{where}: 'inputs' of shape {np.shape(x)} has no batch axis: the network's first "
+                         f"layer, {net.layers[0]!r}, takes inputs of shape {_input_shape(net.layers[0])}")
     try:
         with preserved_buffers(net), np.errstate(all="ignore"):
-            value = loss(net.forward(x), t)
+            z = net.forward(x)
+    except ValueError as e:
+        raise ValueError(f"{where}: 'inputs' of shape {np.shape(x)} do not fit the network: {e}") from None
+    try:
+        with np.errstate(all="ignore"):
+            value = loss(z, t)
+        if isinstance(loss, CrossEntropyLoss) and np.issubdtype(np.asarray(t).dtype, np.floating):
+            check_probabilities(t)
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
     if not np.isfinite(value):
         raise ValueError(f"{where}: the loss is not finite on this batch (the inputs overflow the network)")
+
+
+def _input_shape(layer):
+    """The input shape a first layer takes, for a message: ``(N, 32)`` for Linear(32, ...)."""
+    if isinstance(layer, Linear):
+        return f"(N, {layer.in_features})"
+    if isinstance(layer, Conv2d):
+        return f"(N, {layer.in_channels}, H, W)"
+    return "(N, ...)"
 
 
 def _is_zip(path):

@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from ..h5io import exists
 from .images import ImageDataset
 from .restricted_pickle import PickledArray, load_restricted
 
@@ -88,7 +89,8 @@ def _find_batches(directory):
     folders = [directory] + [os.path.join(directory, s) for s in SUBDIRS]
     for folder in folders:
         for version, names in VERSIONS.items():
-            present = [os.path.isfile(os.path.join(folder, n)) for n in names]
+            paths = [os.path.join(folder, n) for n in names]
+            present = [exists(p) and os.path.isfile(p) for p in paths]  # a symbolic link loop is an error
             if any(present):
                 if not all(present):
                     missing = names[present.index(False)]

@@ -13,6 +13,7 @@ import zlib
 
 import numpy as np
 
+from ..h5io import exists
 from .images import ImageDataset
 
 IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
@@ -101,7 +102,7 @@ def _find_files(directory):
 
 def _plain_or_gz(folder, name):
     for path in (os.path.join(folder, name), os.path.join(folder, name + ".gz")):
-        if os.path.isfile(path):
+        if exists(path) and os.path.isfile(path):  # a symbolic link loop is an error, not an absent file
             return path
     return None
 

@@ -23,7 +23,13 @@ def parse_data_spec(spec):
     if not directory:
         raise ValueError(f"{spec!r}: give the directory of the {kind} files, as {kind}:DIR")
     if not os.path.isdir(directory):
-        what = "is not a directory" if os.path.exists(directory) else "no such directory"
+        try:
+            os.stat(directory)
+            what = "is not a directory"
+        except FileNotFoundError:
+            what = "no such directory"
+        except OSError as e:  # the system's reason: a symbolic link loop, a path through a file
+            what = e.strerror
         raise ValueError(f"{spec}: {what}: {directory}")
     return kind, directory
 

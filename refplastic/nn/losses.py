@@ -106,7 +106,9 @@ class CrossEntropyLoss(Loss):
         gz  = (s_n p_n - t_n) / N
         d^2L/dz_n^2 = s_n (diag(p_n) - p_n p_n^T) / N,  so  R{gz}_n = s_n p_n * (Rz_n - <p_n, Rz_n>) / N
 
-    For indices, ``t`` is one-hot and ``s_n = 1``. The value sums ``t log p`` term by term:
+    For indices, ``t`` is one-hot and ``s_n = 1``. Like torch, float targets are taken as they
+    are: rows need not be probabilities (hence ``s_n``); :func:`check_probabilities` is the check
+    that the command line and reference files apply to a user's targets. The value sums ``t log p`` term by term:
     ``s_n lse(z_n) - <t_n, z_n>``, equal in exact arithmetic, cancels catastrophically for large,
     confident logits. For the same reason ``R{gz}`` shifts the tangent by its entry at the most
     likely class m, ``Rz_n - <p_n, Rz_n> = d_n - <p_n, d_n>`` with ``d_n = Rz_n - Rz_nm`` (the
@@ -136,8 +138,9 @@ class CrossEntropyLoss(Loss):
         n, c = z.shape
         t = np.asarray(t)
         if t.shape == (n,) and np.issubdtype(t.dtype, np.integer):
-            if t.size and (t.min() < 0 or t.max() >= c):
-                raise ValueError(f"cross_entropy labels must lie in [0, {c}), got values in [{t.min()}, {t.max()}]")
+            bad = np.flatnonzero((t < 0) | (t >= c))
+            if bad.size:
+                raise ValueError(f"cross_entropy labels must lie in [0, {c}): targets row {bad[0]} is {t[bad[0]]}")
             onehot = np.zeros_like(z)
             onehot[np.arange(n), t] = 1
             t = onehot
@@ -166,6 +169,39 @@ class CrossEntropyLoss(Loss):
         top = p.argmax(axis=1)
         d = rz - rz[..., np.arange(p.shape[0]), top][..., None]
         return s * p * (d - (p * d).sum(axis=-1, keepdims=True)) / self.divisor(p.shape[0])
+
+
+PROBABILITY_SUM_ULPS = 4
+
+
+def check_probabilities(t):
+    """A one-line ValueError naming the first row of ``t`` (N, C) that is not a probability vector.
+
+    Each row must be finite, ``>= 0`` and sum to 1 within ``4 C eps`` (``eps`` the machine epsilon
+    of t's dtype: 2.2e-16 for float64, 1.2e-7 for float32), the sum taken in float64: rounding C
+    exact probabilities to t's dtype, or normalising a row in that dtype, moves the sum by about
+    ``C eps / 2`` at most. A message reads ``"targets row 3 sums to 0.7, not 1 (within 8.9e-15): ..."``
+    (float64, C = 10)."""
+    t = np.asarray(t)
+    tolerance = PROBABILITY_SUM_ULPS * t.shape[1] * float(np.finfo(t.dtype).eps)
+    with np.errstate(all="ignore"):
+        rows = t.astype(np.float64)
+        sums = rows.sum(axis=1)
+    bad = ~np.isfinite(rows).all(axis=1) | (rows < 0).any(axis=1) | ~(np.abs(sums - 1) <= tolerance)
+    if not bad.any():
+        return
+    n = int(np.argmax(bad))
+    row = rows[n]
+    if not np.all(np.isfinite(row)):
+        detail = "contains NaN or infinity"
+    elif np.any(row < 0):
+        column = int(np.argmax(row < 0))
+        detail = f"has a negative entry {row[column]:.6g} (column {column})"
+    else:
+        off = abs(float(sums[n]) - 1)  # enough digits to show it: 0.7, 1.00000052
+        digits = max(6, 2 - int(np.floor(np.log10(off)))) if off < np.inf else 6
+        detail = f"sums to {sums[n]:.{digits}g}, not 1 (within {tolerance:.2g})"
+    raise ValueError(f"targets row {n} {detail}: cross_entropy float targets are class probabilities")
 
 
 def _float_targets(z, t):

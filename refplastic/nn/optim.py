@@ -14,29 +14,73 @@ buffers, named as in torch), so it can be written to HDF5 or npz without pickle 
 with ``load_state_dict``; ``reset()`` forgets the state, as if the optimizer had just been built.
 """
 
+import math
+
 import numpy as np
 
 from ..kernels.optim import adam_step, rmsprop_step, sgd_step
 
 
-def _as_betas(betas):
-    betas = tuple(float(b) for b in np.asarray(betas, dtype=np.float64).reshape(-1))
-    if len(betas) != 2:
-        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas}")
-    return betas
+class StateError(ValueError):
+    """A bad hyperparameter or state entry: ``field`` names it and ``problem`` says what it must be
+    (the message is ``"<field> <problem>"``), so that a reader of a file can name its own field."""
+
+    def __init__(self, field, problem):
+        super().__init__(f"{field} {problem}")
+        self.field, self.problem = field, problem
 
 
-def _check(condition, message):
+def _unwrapped(value):
+    """A 0-d array or NumPy scalar (as read back from HDF5 or npz) as a Python scalar."""
+    return value.item() if isinstance(value, (np.ndarray, np.generic)) and np.ndim(value) == 0 else value
+
+
+def _is_real(value):
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _number(value, name):
+    """``value`` as a finite float; a :class:`StateError` for anything else (a string, a bool, NaN)."""
+    value = _unwrapped(value)
+    if not (_is_real(value) and math.isfinite(value)):
+        raise StateError(name, f"must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _flag(value, name):
+    """``value`` as a bool: True, False, or the integers 1 and 0."""
+    value = _unwrapped(value)
+    if not (isinstance(value, (bool, np.bool_)) or (_is_real(value) and value in (0, 1))):
+        raise StateError(name, f"must be true or false, got {value!r}")
+    return bool(value)
+
+
+def _as_betas(betas, name="betas"):
+    """``(beta1, beta2)``: a pair of finite numbers (a tuple, list or array of two)."""
+    values = np.asarray(betas, dtype=object).reshape(-1).tolist()
+    if len(values) != 2:
+        raise StateError(name, f"must be a pair (beta1, beta2), got {values!r}")
+    return tuple(_number(b, f"{name}[{i}]") for i, b in enumerate(values))
+
+
+def _check(condition, field, problem):
     if not condition:
-        raise ValueError(message)
+        raise StateError(field, problem)
+
+
+def _nonnegative(h, *names):
+    """torch's range checks: each of the hyperparameters ``names`` is >= 0."""
+    for name in names:
+        _check(h[name] >= 0, name, f"must be >= 0, got {h[name]}")
 
 
 class Optimizer:
     """Base class: parameters, hyperparameters, step count, buffers and their (re)storing.
 
-    A subclass sets ``name`` and ``hyperparameter_types`` (name -> converter), and implements
-    ``check(h)`` (raise ValueError on invalid hyperparameters ``h``), ``buffer_names(h)`` (the
-    buffers that configuration uses) and ``update(grad)`` (one step; ``self.step_count`` counts it).
+    A subclass sets ``name`` and ``hyperparameter_types`` (name -> converter ``convert(value, name)``),
+    and implements ``check(h)`` (raise :class:`StateError` on invalid hyperparameters ``h``),
+    ``buffer_names(h)`` (the buffers that configuration uses) and ``update(grad)`` (one step;
+    ``self.step_count`` counts it).
     Hyperparameters are attributes; ``lr`` may be changed between steps (a schedule), but changing
     one that decides which buffers exist (momentum, amsgrad, centered) needs ``reset()``.
     """
@@ -57,8 +101,8 @@ class Optimizer:
         self.reset()
 
     def _validated(self, hyperparameters):
-        """The hyperparameters converted to their types and checked (ValueError if invalid)."""
-        values = {k: convert(hyperparameters[k]) for k, convert in self.hyperparameter_types.items()}
+        """The hyperparameters converted to their types and checked (:class:`StateError` naming the bad one)."""
+        values = {k: convert(hyperparameters[k], k) for k, convert in self.hyperparameter_types.items()}
         self.check(values)
         return values
 
@@ -96,7 +140,8 @@ class Optimizer:
         """Restore hyperparameters, step count and buffers from :meth:`state_dict` output.
 
         Values may be numpy scalars or 0-d arrays (as read back from npz or HDF5). Everything is
-        validated before anything changes; mismatches raise ValueError.
+        validated before anything changes: a bad hyperparameter, step or buffer (wrong shape or dtype,
+        NaN or infinity) raises a :class:`StateError` naming it, a missing or unexpected one a ValueError.
         """
         state = {**self.defaults_of_older_states, **state}
         name = np.asarray(state.get("optimizer", "")).item()
@@ -110,15 +155,16 @@ class Optimizer:
         buffer_names = self.buffer_names(hyperparameters)
         expected = {"optimizer", "step", *self.hyperparameter_types, *buffer_names}
         missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-        _check(not missing and not unexpected,
-               f"{self.name} state dict mismatch: missing {missing}, unexpected {unexpected}")
-        step = np.asarray(state["step"])
-        _check(step.shape == () and step == int(step) and step >= 0,
-               f"step must be a non-negative integer, got {state['step']!r}")
+        if missing or unexpected:
+            raise ValueError(f"{self.name} state dict mismatch: missing {missing}, unexpected {unexpected}")
+        step = _unwrapped(np.asarray(state["step"]))
+        _check(_is_real(step) and math.isfinite(step) and step == int(step) and step >= 0,
+               "step", f"must be a non-negative integer, got {step!r}")
         buffers = {k: np.asarray(state[k]) for k in buffer_names}
         for k, b in buffers.items():
             _check(b.shape == self.params.shape and b.dtype == self.params.dtype,
-                   f"{k}: expected a {self.params.dtype} array of shape {self.params.shape}, got {b.dtype} {b.shape}")
+                   k, f"must be a {self.params.dtype} array of shape {self.params.shape}, got {b.dtype} {b.shape}")
+            _check(np.all(np.isfinite(b)), k, "contains NaN or infinity")
         self.__dict__.update(hyperparameters)
         self.step_count = int(step)
         self.buffers = {k: b.copy() for k, b in buffers.items()}
@@ -144,19 +190,17 @@ class SGD(Optimizer):
     """
 
     name = "sgd"
-    hyperparameter_types = {"lr": float, "momentum": float, "dampening": float, "weight_decay": float,
-                            "nesterov": bool}
+    hyperparameter_types = {"lr": _number, "momentum": _number, "dampening": _number, "weight_decay": _number,
+                            "nesterov": _flag}
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
         super().__init__(params, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                          nesterov=nesterov)
 
     def check(self, h):
-        _check(h["lr"] >= 0, f"Invalid learning rate: {h['lr']}")
-        _check(h["momentum"] >= 0, f"Invalid momentum value: {h['momentum']}")
-        _check(h["weight_decay"] >= 0, f"Invalid weight_decay value: {h['weight_decay']}")
+        _nonnegative(h, "lr", "momentum", "weight_decay")
         _check(not h["nesterov"] or (h["momentum"] > 0 and h["dampening"] == 0),
-               "Nesterov momentum requires a momentum and zero dampening")
+               "nesterov", "requires a momentum > 0 and zero dampening")
 
     def buffer_names(self, h):
         return ["momentum_buffer"] if h["momentum"] != 0 else []
@@ -183,8 +227,8 @@ class Adam(Optimizer):
     """
 
     name = "adam"
-    hyperparameter_types = {"lr": float, "betas": _as_betas, "eps": float, "weight_decay": float, "amsgrad": bool,
-                            "eps_root": float}
+    hyperparameter_types = {"lr": _number, "betas": _as_betas, "eps": _number, "weight_decay": _number,
+                            "amsgrad": _flag, "eps_root": _number}
     defaults_of_older_states = {"eps_root": 0.0}
     decoupled_weight_decay = False
 
@@ -193,12 +237,9 @@ class Adam(Optimizer):
                          eps_root=eps_root)
 
     def check(self, h):
-        _check(h["lr"] >= 0, f"Invalid learning rate: {h['lr']}")
-        _check(h["eps"] >= 0, f"Invalid epsilon value: {h['eps']}")
-        _check(h["eps_root"] >= 0, f"Invalid eps_root value: {h['eps_root']}")
+        _nonnegative(h, "lr", "eps", "eps_root", "weight_decay")
         for i, beta in enumerate(h["betas"]):
-            _check(0 <= beta < 1, f"Invalid beta parameter at index {i}: {beta}")
-        _check(h["weight_decay"] >= 0, f"Invalid weight_decay value: {h['weight_decay']}")
+            _check(0 <= beta < 1, f"betas[{i}]", f"must lie in [0, 1), got {beta}")
 
     def buffer_names(self, h):
         return ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if h["amsgrad"] else [])
@@ -246,19 +287,15 @@ class RMSprop(Optimizer):
     """
 
     name = "rmsprop"
-    hyperparameter_types = {"lr": float, "alpha": float, "eps": float, "weight_decay": float, "momentum": float,
-                            "centered": bool}
+    hyperparameter_types = {"lr": _number, "alpha": _number, "eps": _number, "weight_decay": _number,
+                            "momentum": _number, "centered": _flag}
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
         super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
                          centered=centered)
 
     def check(self, h):
-        _check(h["lr"] >= 0, f"Invalid learning rate: {h['lr']}")
-        _check(h["eps"] >= 0, f"Invalid epsilon value: {h['eps']}")
-        _check(h["momentum"] >= 0, f"Invalid momentum value: {h['momentum']}")
-        _check(h["weight_decay"] >= 0, f"Invalid weight_decay value: {h['weight_decay']}")
-        _check(h["alpha"] >= 0, f"Invalid alpha value: {h['alpha']}")
+        _nonnegative(h, "lr", "eps", "momentum", "weight_decay", "alpha")
 
     def buffer_names(self, h):
         return (["square_avg"] + (["momentum_buffer"] if h["momentum"] > 0 else [])

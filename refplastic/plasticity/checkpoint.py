@@ -24,7 +24,7 @@ import json
 
 import numpy as np
 
-from ..checkpoint import restore_rng
+from ..checkpoint import load_optimizer_state, restore_rng
 from ..h5io import atomic_h5, check_format, open_h5, read_datasets, read_dict, read_json_attr, write_dict
 from .results import read_record, write_record
 from .run import Run
@@ -93,7 +93,7 @@ def _restore(f, path, run):
         raise ValueError(f"{path}: attribute 'rng' holds the streams {sorted(states)}, expected {sorted(run.rngs)}")
     run.rngs = {name: restore_rng(state) for name, state in states.items()}
     run.net.load_state_dict(read_datasets(f["network"], f"{path}: /network"))
-    run.optimizer.load_state_dict(read_dict(f["optimizer"], f"{path}: /optimizer"))
+    load_optimizer_state(run.optimizer, read_dict(f["optimizer"], f"{path}: /optimizer"), f["optimizer"], path)
     if run.config.task == "memorise":
         labels = np.asarray(f["memorise_labels"][()])
         if labels.shape != run.memorise_labels.shape:

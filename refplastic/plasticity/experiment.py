@@ -10,9 +10,9 @@ This is what ``refplastic run`` does, as a library call::
 """
 
 import functools
-import os
 
 from ..data import load_images
+from ..h5io import exists
 from .checkpoint import load_run, save_run
 from .results import probe_row, write_results
 from .run import Run
@@ -39,7 +39,7 @@ def run_experiment(config, checkpoint=None, on_step=None, on_probe=None, should_
     are :meth:`Run.run`'s; ``images`` skips loading the data set.
     """
     images = load_data(config) if images is None else images
-    if checkpoint is not None and os.path.exists(checkpoint):
+    if checkpoint is not None and exists(checkpoint):
         run = load_run(checkpoint, config, images)
         if on_probe is not None:
             for i in range(run.probes_done):

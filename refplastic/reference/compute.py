@@ -31,6 +31,7 @@ import numpy as np
 
 from ..curvature import CurvatureBatch, eigenvalues, ggn, hessian, jacobian, per_example_gradients
 from ..nn import make_loss, make_optimizer
+from ..memory import check_memory, reference_estimate, sizes
 from ..overflow import NotFinite
 from ..stats import DEFAULT_STATISTICS, compute_statistics
 from .format import read_cases, reference_writer, write_case
@@ -108,8 +109,19 @@ def _compute_case(case, max_exact_parameters):
     return {**case.datasets(), **out}, attrs
 
 
+def check_case_memory(case):
+    """:class:`~refplastic.memory.NotEnoughMemory` naming ``case`` if its estimated peak
+    (:func:`refplastic.memory.reference_estimate`) is above the memory available."""
+    check_memory(lambda s: [reference_estimate(s, MAX_EXACT_PARAMETERS, f"case {case.name!r}")],
+                 sizes(case.network(np.float64), case.inputs), np.float64)
+
+
 def write_reference(path, cases, progress=None):
-    """Compute every case and write them to ``path`` atomically; ``progress("cases", done, total)``."""
+    """Compute every case and write them to ``path`` atomically; ``progress("cases", done, total)``.
+
+    Every case's memory is checked (:func:`check_case_memory`) before any is computed."""
+    for case in cases:
+        check_case_memory(case)
     with reference_writer(path) as group:
         for i, case in enumerate(cases):
             write_case(group, case, *compute_case(case))

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..h5io import atomic_h5, check_format, link_description, open_h5
 from ..nn import Network
+from ..nn.losses import check_probabilities
 
 FORMAT = "refplastic-reference"
 VERSION = 1
@@ -130,17 +131,24 @@ def _check_state(group, given, expected, fail):
 
 
 def _check_targets(loss, t, z, fail):
-    """mse, huber: floats of the outputs' shape; cross_entropy: int labels (N,) in [0, C) or floats (N, C)."""
+    """mse, huber: floats of the outputs' shape; cross_entropy: int labels (N,) in [0, C) or class
+    probabilities (N, C) (:func:`refplastic.nn.losses.check_probabilities`)."""
     if loss == "cross_entropy" and np.issubdtype(t.dtype, np.integer):
         if t.shape != z.shape[:1] or z.ndim != 2:
             fail("targets", f"int labels must have shape ({len(z)},) for outputs {z.shape}, got {t.shape}")
-        if t.min() < 0 or t.max() >= z.shape[1]:
-            fail("targets", f"labels must lie in [0, {z.shape[1]}), got values in [{t.min()}, {t.max()}]")
+        bad = np.flatnonzero((t < 0) | (t >= z.shape[1]))
+        if bad.size:
+            fail("targets", f"labels must lie in [0, {z.shape[1]}): row {bad[0]} is {t[bad[0]]}")
         return
     if not np.issubdtype(t.dtype, np.floating) or t.shape != z.shape:
         kinds = "int64 labels or " if loss == "cross_entropy" else ""
         fail("targets", f"expected {kinds}floats of the outputs' shape {z.shape}, got {t.dtype} {t.shape}")
     _check_finite("targets", t, fail)
+    if loss == "cross_entropy":
+        try:
+            check_probabilities(t)
+        except ValueError as e:
+            fail("targets", str(e).removeprefix("targets "))
 
 
 def _check_finite(name, a, fail):

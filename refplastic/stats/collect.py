@@ -42,6 +42,7 @@ import numpy as np
 
 from ..curvature import (CurvatureBatch, eigenvalues, ggn, hessian, lanczos_extremes, ntk, preserved_buffers,
                          spectrum_scalars)
+from ..memory import check_memory, cosine_estimate, ggn_estimate, hessian_estimate, ntk_estimate, sizes
 from ..nn import Conv2d, LeakyReLU, Linear, ReLU, Sigmoid, SpectralNormLinear, Tanh, make_loss
 from ..overflow import finite, reported_as
 from ..nn.activations import Elementwise
@@ -491,6 +492,18 @@ def unavailable(net, names, num_examples):
     return out
 
 
+def memory_estimates(s, requests):
+    """The :mod:`refplastic.memory` estimates of the requested statistics that build a dense matrix
+    (the gradient cosines' Gram matrix, the exact effective ranks within MAX_EXACT_DIMENSION) for the sizes ``s``."""
+    bases = {request.base for request in requests}
+    cosines = ("gradient_cosine_mean", "gradient_cosine_negative_fraction")
+    out = [cosine_estimate(s, 64, base) for base in cosines if base in bases and s.N >= 2]
+    exact = {"hessian_effective_rank": (hessian_estimate, 64, s.P), "ggn_effective_rank": (ggn_estimate, 256, s.P),
+             "ntk_effective_rank": (ntk_estimate, 256, s.M)}  # the block sizes of hessian, ggn and ntk
+    return out + [estimate(s, block, base) for base, (estimate, block, dimension) in exact.items()
+                  if base in bases and dimension <= MAX_EXACT_DIMENSION]
+
+
 def _check_finite(net, x, t, init_net):
     """A ValueError unless the inputs, float targets and parameters (of ``init_net`` too) are finite:
     a NaN would otherwise pass as a value (a NaN activation is not ``> 0``, so a unit would look dormant)."""
@@ -517,8 +530,10 @@ def compute_statistics(net, x, t, loss, names=DEFAULT_STATISTICS, *, init_net=No
     (``numpy.random.default_rng(seed)``) of the largest-eigenvalue statistics.
 
     A name in :func:`unavailable` (no layer it reads, too few examples) gives no key; a ``layer=i``
-    that does not exist or has no such value is a ValueError, raised before any work. A
-    statistic that overflows on the batch (finite inputs, huge weights) raises a one-line
+    that does not exist or has no such value is a ValueError, raised before any work. Before any
+    work too, a statistic that builds a dense matrix (:func:`memory_estimates`) too large for the
+    memory available raises :class:`~refplastic.memory.NotEnoughMemory` (a MemoryError) naming it.
+    A statistic that overflows on the batch (finite inputs, huge weights) raises a one-line
     :class:`~refplastic.overflow.NotFinite` (a ValueError) naming it; no NumPy floating-point
     warning escapes.
     """
@@ -536,6 +551,8 @@ def compute_statistics(net, x, t, loss, names=DEFAULT_STATISTICS, *, init_net=No
         raise ValueError("init_net must have the same architecture as net")
     skipped = unavailable(net, names, np.shape(x)[0])
     _check_finite(net, x, t, init_net)
+    computed = [request for name, request in zip(names, requests) if name not in skipped]
+    check_memory(lambda s: memory_estimates(s, computed), sizes(net, x), net.dtype)
     ctx = Context(net, x, t, loss, init_net, seed)
     out = {}
     for name, request in zip(names, requests):
