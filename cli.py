@@ -444,7 +444,7 @@ def verify(theirs, reference_path, rtol):
     sys.exit(0 if ok else 1)
 
 # Repeated from refplastic.plasticity.config for --help without numpy (tests/test_cli.py keeps them equal).
-RUN_PRESETS = ("paper", "laptop", "smoke")
+RUN_PRESETS = ("paper", "laptop", "demo", "smoke")
 RUN_TASKS = ("easy", "hard", "sparse", "memorise")
 RUN_ARCHITECTURES = ("mlp", "cnn")
 

@@ -226,6 +226,11 @@ PRESETS = {
                "replay_capacity": 10_000, "learning_starts": 512, "train_steps": 20_000, "target_update_period": 500,
                "probe_every": 2000, "probe_steps": 400, "probe_examples": 512, "probe_batch_size": 64,
                "probe_log_every": 20, "checkpoint_every": 2000, "redo_period": 500, "cbp_maturity": 1000},
+    "demo": {"builtin_images": 2000, "width": 128, "cnn_channels": 16, "cnn_hidden": 64, "dtype": "float32",
+             "batch_size": 64, "replay_capacity": 10_000, "learning_starts": 512, "train_steps": 6000,
+             "target_update_period": 500, "probe_every": 1500, "probe_steps": 300, "probe_examples": 512,
+             "probe_batch_size": 64, "probe_log_every": 20, "checkpoint_every": 1500, "redo_period": 500,
+             "cbp_maturity": 1000},
     "smoke": {"builtin_images": 200, "width": 16, "cnn_channels": 4, "cnn_hidden": 16, "batch_size": 16,
               "replay_capacity": 500, "learning_starts": 64, "train_steps": 60, "target_update_period": 20,
               "memorise_examples": 100, "memorise_period": 20, "probe_every": 30, "probe_targets": 3, "probe_steps": 10,
@@ -235,7 +240,7 @@ PRESETS = {
 }
 """Each preset's changes to the paper's values (``paper``: none). ``laptop``: one run in at most
 five minutes on one core of this 2-core machine (results/plasticity-laptop.md measures it);
-``smoke``: every part of a run (probes, statistics, curvature, interventions, checkpoints) in a
+``demo``: the README's first command, two runs and their comparison in a few minutes; ``smoke``: every part of a run (probes, statistics, curvature, interventions, checkpoints) in a
 few seconds, for tests and quick checks."""
 
 
