@@ -286,3 +286,11 @@ def test_bad_shapes_and_modes_are_errors():
     over_batch, loss, x, t = problem("layernorm-over-batch", "mse")
     with pytest.raises(ValueError, match="independent examples"):
         per_example_gradients(over_batch, loss, x, t, mode="layers")
+
+
+def test_gram_in_row_blocks_is_the_whole_product():
+    from refplastic.curvature.jacobian import gram
+
+    J = np.random.default_rng(0).normal(size=(37, 11))
+    np.testing.assert_allclose(gram(J, rows=8), J @ J.T, rtol=1e-14, atol=1e-14)
+    assert gram(J.astype(np.float32), rows=5).dtype == np.float32

@@ -43,8 +43,23 @@ def jacobian(net, x, block_size=256, mode="auto", batch=None):
 
 def ntk(net, x, block_size=256, mode="auto", batch=None):
     """The empirical neural tangent kernel ``J J^T`` of shape (N * D, N * D); ``batch`` as in :func:`jacobian`."""
-    J = jacobian(net, x, block_size, mode, batch=batch)
-    return J @ J.T
+    return gram(jacobian(net, x, block_size, mode, batch=batch))
+
+
+GRAM_ROWS = 2048
+
+
+def gram(J, rows=GRAM_ROWS):
+    """``J J^T``, computed ``rows`` rows at a time (the same products, the same numbers).
+
+    One product with a 20480 x 20480 result (an NTK of 2048 examples of 10 outputs) crashes
+    OpenBLAS 0.3.31 with two threads on this project's machine (SIGSEGV inside the library);
+    products of 2048 result rows do not (measured).
+    """
+    out = np.empty((len(J), len(J)), dtype=J.dtype)
+    for start in range(0, len(J), rows):
+        np.matmul(J[start:start + rows], J.T, out=out[start:start + rows])
+    return out
 
 
 def _unit_rows(a, b, size, dtype):

@@ -23,7 +23,7 @@ from .ggn import ggn
 from .hessian import hessian
 from .hutchinson import hutchinson_trace
 from .hvp import CurvatureBatch
-from .jacobian import jacobian
+from .jacobian import gram, jacobian
 from .lanczos import lanczos_extremes
 from .per_example import cosine_similarity, per_example_gradients
 from .scalars import eigenvalues, spectrum_scalars
@@ -130,7 +130,7 @@ def curvature_report(net, loss, x, t, quantities, seed, progress=None, *, top_k=
                 report["gradients"] = _gradient_statistics(per_example_gradients(net, loss, x, t, batch=batch))
             elif name == "ntk":
                 J = jacobian(net, x, block_size, batch=batch)
-                kernel = J @ J.T
+                kernel = gram(J)
                 report["ntk"] = {"kernel": kernel, "eigenvalues": eigenvalues(kernel),
                                  "attrs": {"trace": float(np.trace(kernel))}}
             finite(_defined_values(report[which]))
