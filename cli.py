@@ -573,7 +573,8 @@ class _ProbeTable:
 @click.argument("runs", nargs=-1, required=True, type=click.Path(dir_okay=False), metavar="RUN.h5...")
 def compare(runs):
     """Print the mean final probe loss at each probe point of each RUN (results of refplastic run),
-    side by side, and each run's plasticity loss (the last probe point minus the first)."""
+    side by side, each run's plasticity loss (the last probe point minus the first) and its wall
+    time in seconds (training and probing, resumed parts included)."""
     from refplastic.plasticity.results import comparison, read_results, run_label
 
     loaded = [read_results(path)[:2] for path in runs]
@@ -587,6 +588,8 @@ def compare(runs):
     for i, step in enumerate(steps):
         click.echo(f"{step:>10}  " + "  ".join(f"{column[i]:>{w}.5g}" for column, w in zip(columns, widths)))
     click.echo(f"{'plasticity':>10}  " + "  ".join(f"{value:>{w}.4g}" for value, w in zip(plasticity, widths)))
+    seconds = [attrs["train_seconds"] + attrs["probe_seconds"] for attrs, _ in loaded]
+    click.echo(f"{'seconds':>10}  " + "  ".join(f"{value:>{w}.0f}" for value, w in zip(seconds, widths)))
     for (attrs, _), path in zip(loaded, runs):
         if attrs.get("status") == "diverged":
             click.echo(f"{path}: diverged at step {attrs['diverged_at_step']}")
