@@ -473,8 +473,8 @@ def _run_config(preset_name, options, assignments):
         raise click.BadParameter(e.problem, param_hint=f"'--{e.field}'") from None
     try:
         return with_overrides(config, assignments)
-    except ConfigError as e:
-        raise click.BadParameter(str(e), param_hint="'--set'") from None
+    except ConfigError as e:  # "lr must be ...", or a problem of the assignment itself
+        raise click.BadParameter(e.problem if e.field == "set" else str(e), param_hint="'--set'") from None
 
 
 @cli.command(short_help="One plasticity run: a DQN on a classification MDP, probed.")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .checkpoint import load_checkpoint, restore_rng, save_checkpoint
+from .config_fields import ConfigError, checked_fields
 from .data import GENERATORS
 from .h5io import attr_text, exists
 from .nn import Linear, Network, make_loss
@@ -22,15 +23,6 @@ from .nn.optim import OPTIMIZERS, make_optimizer
 from .stopping import Stopped
 
 ACTIVATIONS = ("ReLU", "Tanh", "Sigmoid", "GELU", "LeakyReLU", "Identity")
-
-
-class ConfigError(ValueError):
-    """A bad :class:`TrainConfig` field: the message is ``"<field> <problem>"``, and ``field`` and
-    ``problem`` are kept apart so that a front end can name its own spelling of the field."""
-
-    def __init__(self, field, problem):
-        super().__init__(f"{field} {problem}")
-        self.field, self.problem = field, problem
 
 
 @dataclass
@@ -76,13 +68,7 @@ class TrainConfig:
     @classmethod
     def from_json(cls, values):
         """The config :meth:`to_json` wrote; a ValueError names a missing, unknown or bad field."""
-        if not isinstance(values, dict):
-            raise ValueError(f"expected a JSON object, got {type(values).__name__}")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        missing, unknown = sorted(fields - set(values)), sorted(set(values) - fields)
-        if missing or unknown:
-            raise ValueError(f"missing fields {missing}, unknown fields {unknown}")
-        return cls(**values)
+        return cls(**checked_fields(cls, values))
 
     def to_json(self):
         return {**dataclasses.asdict(self), "hidden": list(self.hidden)}

@@ -84,13 +84,13 @@ def test_a_run_on_mnist_files_the_test_writes(tmp_path):
 
 
 def test_config_values_are_checked_with_the_field_named():
-    with pytest.raises(ConfigError, match="probe_batch_size: 99 is more than the 64 probe examples"):
+    with pytest.raises(ConfigError, match="probe_batch_size 99 is more than the 64 probe examples"):
         smoke(probe_batch_size=99)
-    with pytest.raises(ConfigError, match="intervention: unknown 'layer_norm'"):
+    with pytest.raises(ConfigError, match="intervention unknown 'layer_norm'"):
         smoke(intervention=("layer_norm",))
-    with pytest.raises(ConfigError, match=r"discount: must be a finite number in \[0, 1\)"):
+    with pytest.raises(ConfigError, match=r"discount must be a finite number in \[0, 1\)"):
         with_overrides(smoke(), ["discount=1"])
-    with pytest.raises(ConfigError, match="width: must be an integer, got '1.5'"):
+    with pytest.raises(ConfigError, match="width must be an integer, got '1.5'"):
         with_overrides(smoke(), ["width=1.5"])
     with pytest.raises(ConfigError, match="unknown field 'widht'"):
         with_overrides(smoke(), ["widht=3"])
@@ -99,7 +99,7 @@ def test_config_values_are_checked_with_the_field_named():
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--set", "lr=-1"], "Invalid value for '--set': lr: must be a finite number in (0, inf), got -1.0"),
+    (["--set", "lr=-1"], "Invalid value for '--set': lr must be a finite number in (0, inf), got -1.0"),
     (["--set", "nonsense"], "expected FIELD=VALUE"),
     (["--intervention", "layernorm,magic"], "Invalid value for '--intervention': unknown 'magic'"),
     (["--data", "imagenet:/x"], "Invalid value for '--data': unknown data set 'imagenet:/x'"),

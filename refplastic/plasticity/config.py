@@ -18,6 +18,8 @@ import json
 import math
 from dataclasses import dataclass
 
+from ..config_fields import ConfigError, checked_fields
+
 TASKS = ("easy", "hard", "sparse", "memorise")
 ARCHITECTURES = ("mlp", "cnn")
 TD_LOSSES = ("mse", "huber")
@@ -38,14 +40,6 @@ INTERVENTIONS = {
 }
 """Every intervention a run can apply (several at once), with what it does; the functions are in
 :mod:`refplastic.plasticity.interventions` and the run loop applies them."""
-
-
-class ConfigError(ValueError):
-    """A bad field: ``field`` and ``problem`` kept apart so a front end can name its own spelling."""
-
-    def __init__(self, field_name, problem):
-        super().__init__(f"{field_name}: {problem}")
-        self.field, self.problem = field_name, problem
 
 
 @dataclass
@@ -153,12 +147,7 @@ class RunConfig:
     @classmethod
     def from_json(cls, values):
         """The config :meth:`to_json` wrote; a ValueError names a missing, unknown or bad field."""
-        if not isinstance(values, dict):
-            raise ValueError(f"expected a JSON object, got {type(values).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        missing, unknown = sorted(names - set(values)), sorted(set(values) - names)
-        if missing or unknown:
-            raise ValueError(f"missing fields {missing}, unknown fields {unknown}")
+        values = checked_fields(cls, values)
         return cls(**{**values, "intervention": tuple(values["intervention"])
                       if isinstance(values["intervention"], list) else values["intervention"]})
 
