@@ -9,7 +9,8 @@ Maps, for ``x`` of shape (..., in):
 
 where ``(V, Vb)`` is the parameter direction and sums run over all leading axes of x. Tangents
 carry the leading tangent axis K (see :mod:`refplastic.nn.layer`), so with x viewed as an (n, in)
-matrix each R-map is a batched matrix product over K.
+matrix each R-map is a batched matrix product over K. The ensemble maps are the first two rows
+member by member, ``y[e] = x[e] W[e]^T + b[e]`` and so on, one batched matrix product over E each.
 """
 
 import numpy as np
@@ -25,7 +26,7 @@ def _rows(a):
 
 
 def _krows(a):
-    """View a tangent (K, ..., k) as (K, n, k)."""
+    """View a tangent (K, ..., k) or an ensemble's array (E, ..., k) as (K, n, k)."""
     return a.reshape(a.shape[0], -1, a.shape[-1])
 
 
@@ -60,6 +61,24 @@ class Linear(Layer):
             if self.bias:
                 np.sum(gy2, axis=0, out=grads["bias"])
         return gy @ self.params["weight"] if need_input_grad else None
+
+    def ensemble_forward(self, x):
+        """``y[e] = x[e] W[e]^T + b[e]``, computed as ``y[e]^T = W[e] x[e]^T`` as :meth:`forward` does."""
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"Linear expects inputs with last dimension {self.in_features}, got shape {x.shape}")
+        yt = self.params["weight"] @ _krows(x).transpose(0, 2, 1)  # (E, out, n)
+        if self.bias:
+            yt += self.params["bias"][:, :, None]
+        return yt.transpose(0, 2, 1).reshape(*x.shape[:-1], self.out_features), x
+
+    def ensemble_backward(self, x, gy, grads, need_input_grad=True):
+        """``gW[e] = gy[e]^T x[e]``, ``gb[e] = sum_n gy[e]``; returns ``gx[e] = gy[e] W[e]`` if asked."""
+        gy3 = _krows(gy)
+        if grads is not None:
+            np.matmul(gy3.transpose(0, 2, 1), _krows(x), out=grads["weight"])
+            if self.bias:
+                np.sum(gy3, axis=1, out=grads["bias"])
+        return (gy3 @ self.params["weight"]).reshape(x.shape) if need_input_grad else None
 
     def forward_r(self, x, rx, v):
         k = v["weight"].shape[0]
