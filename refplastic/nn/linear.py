@@ -3,7 +3,8 @@
 Maps, for ``x`` of shape (..., in):
 
     forward     y   = x W^T + b
-    backward    gx  = gy W,          gW = gy^T x,            gb = sum_n gy
+    backward    gx  = gy W,          gW = gy^T x,            gb = sum_n gy     (gx^T = W^T gy^T when x
+                                                                       lies feature-major in memory)
     forward_r   Ry  = Rx W^T + x V^T + Vb
     backward_r  Rgx = Rgy W + gy V,  RgW = Rgy^T x + gy^T Rx, Rgb = sum_n Rgy
 
@@ -28,6 +29,15 @@ def _rows(a):
 def _krows(a):
     """View a tangent (K, ..., k) or an ensemble's array (E, ..., k) as (K, n, k)."""
     return a.reshape(a.shape[0], -1, a.shape[-1])
+
+
+def _feature_major(x, lead=0):
+    """Whether inputs ``x`` (..., in), after ``lead`` leading axes (an ensemble's E), lie in memory
+    feature by feature (in, ...): a Linear layer's output (a view of y^T), what elementwise
+    layers make of it, or a flattened convolution output (batch-last). The input gradient is
+    then computed as ``gx^T = W^T gy^T``, in the same layout, so that the layer below (a ReLU's
+    backward map) reads both in one order (docs/performance.md)."""
+    return np.moveaxis(x, -1, lead).flags.c_contiguous and not x.flags.c_contiguous
 
 
 class Linear(Layer):
@@ -60,7 +70,11 @@ class Linear(Layer):
             np.matmul(gy2.T, _rows(x), out=grads["weight"])
             if self.bias:
                 np.sum(gy2, axis=0, out=grads["bias"])
-        return gy @ self.params["weight"] if need_input_grad else None
+        if not need_input_grad:
+            return None
+        if _feature_major(x):  # gx^T = W^T gy^T, so that gx lies in memory as x does
+            return (self.params["weight"].T @ _rows(gy).T).T.reshape(x.shape)
+        return gy @ self.params["weight"]
 
     def ensemble_forward(self, x):
         """``y[e] = x[e] W[e]^T + b[e]``, computed as ``y[e]^T = W[e] x[e]^T`` as :meth:`forward` does."""
@@ -78,7 +92,11 @@ class Linear(Layer):
             np.matmul(gy3.transpose(0, 2, 1), _krows(x), out=grads["weight"])
             if self.bias:
                 np.sum(gy3, axis=1, out=grads["bias"])
-        return (gy3 @ self.params["weight"]).reshape(x.shape) if need_input_grad else None
+        if not need_input_grad:
+            return None
+        if _feature_major(x, lead=1):
+            return (self.params["weight"].transpose(0, 2, 1) @ gy3.transpose(0, 2, 1)).transpose(0, 2, 1).reshape(x.shape)
+        return (gy3 @ self.params["weight"]).reshape(x.shape)
 
     def forward_r(self, x, rx, v):
         k = v["weight"].shape[0]
