@@ -34,6 +34,8 @@ def parse_args(description, extra=()):
                         help="print every round, with the machine's phase probe (see probe_phase) timed before it")
     parser.add_argument("--alone", action="store_true",
                         help="time refplastic only: torch is built but never run, so it cannot disturb the process")
+    parser.add_argument("--keep-memory", action="store_true",
+                        help="keep freed memory in the process (refplastic.malloc.keep_freed_memory), for both libraries")
     for flags, kwargs in extra:
         parser.add_argument(*flags, **kwargs)
     args = parser.parse_args()
@@ -42,6 +44,10 @@ def parse_args(description, extra=()):
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.keep_memory:
+        from refplastic.malloc import keep_freed_memory
+
+        keep_freed_memory()
     return args
 
 

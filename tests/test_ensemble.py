@@ -10,26 +10,33 @@ import pytest
 import torch
 from oracle import RTOL, TORCH_DTYPE, assert_close, torch_module, torch_state_name
 
-from refplastic.nn import Ensemble, Network, make_loss, make_optimizer
+from refplastic.nn import LAYER_TYPES, Ensemble, Network, make_loss, make_optimizer
 
-MLP = [{"type": "Linear", "in_features": 6, "out_features": 8}, {"type": "LayerNorm", "normalized_shape": 8},
-       {"type": "Tanh"}, {"type": "Linear", "in_features": 8, "out_features": 3}]
+MLP = [{"type": "Linear", "in_features": 6, "out_features": 8}, {"type": "ReLU"},
+       {"type": "Linear", "in_features": 8, "out_features": 8}, {"type": "ReLU"},
+       {"type": "Linear", "in_features": 8, "out_features": 3}]
+LAYERNORM = [{"type": "Linear", "in_features": 6, "out_features": 8}, {"type": "LayerNorm", "normalized_shape": 8},
+             {"type": "Tanh"}, {"type": "Linear", "in_features": 8, "out_features": 3}]
 CNN = [{"type": "Conv2d", "in_channels": 2, "out_channels": 3, "kernel_size": 3, "stride": 2, "padding": 1},
        {"type": "ReLU"}, {"type": "MaxPool2d", "kernel_size": 2}, {"type": "Flatten"},
        {"type": "Linear", "in_features": 12, "out_features": 4}]
+STRIDED = [{"type": "Conv2d", "in_channels": 2, "out_channels": 3, "kernel_size": 5, "stride": 2, "padding": 2},
+           {"type": "ReLU"},  # im2col, then space-to-depth (a 4x4 kernel, stride 2)
+           {"type": "Conv2d", "in_channels": 3, "out_channels": 4, "kernel_size": 4, "stride": 2, "padding": 1},
+           {"type": "GELU"}, {"type": "Flatten"}, {"type": "Linear", "in_features": 24, "out_features": 4}]
 BATCHNORM = [{"type": "Linear", "in_features": 6, "out_features": 5}, {"type": "BatchNorm1d", "num_features": 5},
              {"type": "ReLU"}, {"type": "Linear", "in_features": 5, "out_features": 3}]
 SPECTRALNORM = [{"type": "SpectralNormLinear", "in_features": 6, "out_features": 5}, {"type": "ReLU"},
                 {"type": "Linear", "in_features": 5, "out_features": 3}]
-ARCHITECTURES = {"mlp": (MLP, (6,)), "cnn": (CNN, (2, 7, 9)), "batchnorm": (BATCHNORM, (6,)),
-                 "spectralnorm": (SPECTRALNORM, (6,))}
-CLASSES = {"mlp": 3, "cnn": 4, "batchnorm": 3, "spectralnorm": 3}
+ARCHITECTURES = {"mlp": (MLP, (6,)), "layernorm": (LAYERNORM, (6,)), "cnn": (CNN, (2, 7, 9)),
+                 "strided": (STRIDED, (2, 12, 10)), "batchnorm": (BATCHNORM, (6,)), "spectralnorm": (SPECTRALNORM, (6,))}
+CLASSES = {"mlp": 3, "layernorm": 3, "cnn": 4, "strided": 4, "batchnorm": 3, "spectralnorm": 3}
 E, N = 3, 5
 
 
-def batch(rng, input_shape, classes, dtype=np.float64):
+def batch(rng, input_shape, classes, dtype=np.float64, size=E):
     """Inputs (E, N, ...) and class labels (E, N): a different batch for every member."""
-    return rng.normal(size=(E, N, *input_shape)).astype(dtype), rng.integers(0, classes, size=(E, N))
+    return rng.normal(size=(size, N, *input_shape)).astype(dtype), rng.integers(0, classes, size=(size, N))
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
@@ -42,16 +49,18 @@ def test_members_are_initialised_as_lone_networks_drawn_in_turn(name):
     assert not np.array_equal(ens.flat[0], ens.flat[1])
 
 
+@pytest.mark.parametrize("size", [1, 10])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("name", ARCHITECTURES)
-def test_rows_are_the_gradients_of_lone_networks(name, dtype):
+def test_rows_are_the_gradients_of_lone_networks(name, dtype, size):
+    """Bit for bit: the batched maps make the same BLAS calls and the same reductions per member."""
     arch, input_shape = ARCHITECTURES[name]
-    ens = Ensemble.from_architecture(arch, E, np.random.default_rng(0), dtype)
+    ens = Ensemble.from_architecture(arch, size, np.random.default_rng(0), dtype)
     lone = [member.copy() for member in ens.members]
-    x, t = batch(np.random.default_rng(1), input_shape, CLASSES[name], dtype)
+    x, t = batch(np.random.default_rng(1), input_shape, CLASSES[name], dtype, size)
     loss = make_loss("cross_entropy")
     losses, grad = ens.loss_and_grad(x, t, loss)
-    assert losses.shape == (E,) and grad is ens.grad and grad.shape == (E, ens.num_parameters)
+    assert losses.shape == (size,) and grad is ens.grad and grad.shape == (size, ens.num_parameters)
     outputs = ens.forward(x)  # in training mode, a second update of BatchNorm's running statistics (or of u, v)
     for e, net in enumerate(lone):
         value, g = net.loss_and_grad(x[e], t[e], loss)
@@ -60,6 +69,79 @@ def test_rows_are_the_gradients_of_lone_networks(name, dtype):
         np.testing.assert_array_equal(outputs[e], net.forward(x[e]))
         for key, buffer in net.state_dict().items():  # running statistics stay each member's own
             np.testing.assert_array_equal(ens.state_dict()[key][e], buffer)
+
+
+# Every layer type, alone: (description, a member's input shape). Inputs of more than two axes for
+# Linear and the activations, BatchNorm1d on (N, C, L) with a cumulative average (momentum None).
+LAYER_CASES = {
+    "Linear": ({"in_features": 4, "out_features": 3}, (5, 2, 4)),
+    "Conv2d": ({"in_channels": 2, "out_channels": 3, "kernel_size": 3, "padding": 1}, (4, 2, 5, 6)),
+    "MaxPool2d": ({"kernel_size": 3, "stride": 2, "padding": 1}, (4, 2, 7, 6)),
+    "Flatten": ({"start_dim": 2}, (4, 2, 3, 5)),
+    "ReLU": ({}, (5, 2, 3)),
+    "LeakyReLU": ({"negative_slope": 0.2}, (5, 4)),
+    "Tanh": ({}, (5, 4)),
+    "Sigmoid": ({}, (5, 4)),
+    "GELU": ({"approximate": "tanh"}, (5, 4)),
+    "Identity": ({}, (5, 4)),
+    "LayerNorm": ({"normalized_shape": [3, 4]}, (5, 3, 4)),
+    "BatchNorm1d": ({"num_features": 3, "momentum": None}, (5, 3, 4)),
+    "BatchNorm2d": ({"num_features": 2}, (4, 2, 3, 3)),
+    "SpectralNormLinear": ({"in_features": 4, "out_features": 3}, (5, 4)),
+}
+
+
+def test_every_layer_type_has_a_case():
+    assert sorted(LAYER_CASES) == sorted(LAYER_TYPES)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kind", LAYER_CASES)
+def test_each_layers_ensemble_maps_are_its_maps_member_by_member(kind, dtype, training):
+    """``ensemble_forward`` and ``ensemble_backward`` of a stacked layer against the lone layer's
+    ``forward`` and ``backward`` for each member: outputs, input and parameter gradients, and
+    buffers, bit for bit. Members have seen different numbers of batches before (own running
+    statistics and counts)."""
+    spec, input_shape = LAYER_CASES[kind]
+    rng = np.random.default_rng(11)
+    nets = [Network.from_architecture([{"type": kind, **spec}], rng, dtype) for _ in range(E)]
+    for e, net in enumerate(nets):
+        for _ in range(e):
+            net.forward(rng.normal(size=input_shape))
+        net.flat[...] = rng.normal(size=net.flat.shape)  # gamma and beta away from 1 and 0 too
+    ens = Ensemble(nets).train(training)
+    lone = [member.copy() for member in ens.members]
+    x = rng.normal(size=(E, *input_shape)).astype(dtype)
+    layer = ens.layers[0]
+    y, cache = layer.ensemble_forward(x)
+    gy = rng.normal(size=y.shape).astype(dtype)
+    grads = {name: np.zeros_like(p) for name, p in layer.params.items()}
+    gx = layer.ensemble_backward(cache, gy, grads)
+    assert y.shape[0] == gx.shape[0] == E and gx.shape == x.shape
+    for e, net in enumerate(lone):
+        lone_layer = net.layers[0]
+        ye, cache_e = lone_layer.forward(x[e])
+        grads_e = {name: np.zeros_like(p) for name, p in lone_layer.params.items()}
+        np.testing.assert_array_equal(y[e], ye)
+        np.testing.assert_array_equal(gx[e], lone_layer.backward(cache_e, gy[e], grads_e))
+        for name, g in grads_e.items():
+            np.testing.assert_array_equal(grads[name][e], g)
+        for key, value in net.state_dict().items():
+            np.testing.assert_array_equal(ens.state_dict()[key][e], value)
+            np.testing.assert_array_equal(ens.members[e].state_dict()[key], value)
+
+
+def test_members_must_share_the_mode():
+    arch, _ = ARCHITECTURES["batchnorm"]
+    nets = [Network.from_architecture(arch, np.random.default_rng(0)) for _ in range(2)]
+    nets[1].eval()
+    with pytest.raises(ValueError, match="differs from member 0 in architecture, dtype or mode"):
+        Ensemble(nets)
+    ens = Ensemble([nets[1], nets[1]])
+    assert not ens.training and not ens.members[1].training
+    ens.train()
+    assert ens.training and all(member.training for member in ens.members)
 
 
 @pytest.mark.parametrize("optimizer,hyper", [("sgd", {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
@@ -153,6 +235,8 @@ def test_bad_ensembles_and_batches_are_clear_errors():
         ens.loss_and_grad(x, t[0], make_loss("cross_entropy"))
     with pytest.raises(ValueError, match="differs from member 0"):
         Ensemble([ens.members[0], Network.from_architecture(ARCHITECTURES["batchnorm"][0], np.random.default_rng(0))])
+    with pytest.raises(ValueError, match="expects ensemble input of shape"):
+        Ensemble.from_architecture(CNN, E, np.random.default_rng(0)).layers[2].ensemble_forward(np.zeros((E, 3, 2, 2)))
     with pytest.raises(ValueError, match="differs from member 0"):
         Ensemble([ens.members[0], Network.from_architecture(arch, np.random.default_rng(0), np.float32)])
     for size in (0, -1, 2.5, True):

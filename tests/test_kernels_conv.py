@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from oracle import assert_close
 
-from refplastic.kernels.im2col import col2im, col2im_naive, im2col, im2col_naive
+from refplastic.kernels.im2col import (batch_last_copy, batch_last_copy_naive, col2im, col2im_naive, im2col,
+                                      im2col_naive)
 from refplastic.kernels.space_to_depth import (block_weight, block_weight_naive, depth_to_space, depth_to_space_naive,
                                                shift_add, shift_add_naive, shift_scatter, shift_scatter_naive,
                                                space_to_depth, space_to_depth_naive, unblock_weight,
@@ -22,6 +23,10 @@ CONV_GEOMETRIES = [  # batch-last x shape (G, C, H, W, B), kernel, stride, paddi
     ((3, 1, 8, 9, 2), (2, 2), (3, 3), (2, 2)),
     ((1, 4, 84, 84, 2), (8, 8), (4, 4), (0, 0)),
     ((1, 1, 3, 3, 1), (3, 3), (3, 3), (2, 2)),
+    ((1, 2, 6, 5, 4), (3, 3), (1, 1), (1, 1)),  # padding inside the kernels: stride-1 runs cut short
+    ((2, 1, 32, 32, 3), (5, 5), (2, 2), (2, 2)),  # the probe CNN's convolutions
+    ((2, 3, 16, 16, 3), (3, 3), (2, 2), (1, 1)),
+    ((1, 1, 2, 3, 2), (4, 5), (1, 2), (3, 3)),  # windows wholly in the padding on both sides
 ]
 
 
@@ -37,6 +42,18 @@ def test_im2col_and_col2im_match_naive_and_are_adjoint(shape, kernel, stride, pa
     assert_close(back, col2im_naive(g, shape, kernel, stride, padding), SUM_RTOL[dtype], "col2im")
     if dtype == np.float64:  # <g, im2col(x)> = <col2im(g), x>
         assert abs(np.vdot(g, cols) - np.vdot(back, x)) <= 1e-12 * np.abs(g).sum() * np.abs(x).max()
+
+
+@pytest.mark.parametrize("batch", [1, 8, 13])
+def test_batch_last_copy_of_batch_first_images_and_of_other_layouts(batch):
+    rng = np.random.default_rng(2)
+    first = rng.normal(size=(2, batch, 3, 4, 5))  # (G, B, C, H, W)
+    for x in (first.transpose(0, 2, 3, 4, 1),  # its batch-last view: the blocked transpose
+              np.ascontiguousarray(first.transpose(0, 2, 3, 4, 1)),  # already batch-last
+              rng.normal(size=(2, 5, 4, 3, batch)).transpose(0, 3, 2, 1, 4)):  # another layout
+        copied = batch_last_copy(x)
+        assert copied.flags.c_contiguous
+        np.testing.assert_array_equal(copied, batch_last_copy_naive(x))
 
 
 def test_im2col_reads_non_contiguous_input():

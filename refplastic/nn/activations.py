@@ -9,6 +9,9 @@ For an elementwise map the Jacobian is diagonal, so with ``phi'`` and ``phi''`` 
 
 ReLU and LeakyReLU are piecewise linear: ``phi'' = 0`` almost everywhere, and at the kink we take
 PyTorch's one-sided choice ``phi'(0) = slope of the left piece``.
+
+Elementwise maps have no parameters and ignore shapes, so an ensemble's maps are the same two
+maps applied to its whole (E, N, ...) arrays.
 """
 
 import numpy as np
@@ -38,6 +41,12 @@ class Elementwise(Layer):
     def backward(self, cache, gy, grads, need_input_grad=True):
         x, y = cache
         return gy * self.d1(x, y) if need_input_grad else None
+
+    def ensemble_forward(self, x):
+        return self.forward(x)
+
+    def ensemble_backward(self, cache, gy, grads, need_input_grad=True):
+        return self.backward(cache, gy, grads, need_input_grad)
 
     def forward_r(self, cache, rx, v):
         x, y = cache

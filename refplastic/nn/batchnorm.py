@@ -16,7 +16,9 @@ PyTorch semantics. With A all axes but the channel axis and ``n`` the number of 
 - ``track_running_stats=False``: batch statistics in both modes and no buffers.
 
 gamma (ones at init) and beta (zeros) have one entry per channel; ``affine=False`` drops them.
-Only ``forward`` updates the running statistics; the other maps read the forward cache only.
+Only ``forward`` (and ``ensemble_forward``) updates the running statistics; the other maps read
+the forward cache only. In an ensemble each member has its own batch statistics, running
+statistics and count (buffers (E, C) and (E,)).
 """
 
 import numpy as np
@@ -59,36 +61,42 @@ class _BatchNorm(Normalization):
             self.buffers["running_var"][...] = 1
             self.buffers["num_batches_tracked"][...] = 0
 
-    def standardize(self, x):
+    def standardize(self, x, ensemble=False):
         name = type(self).__name__
-        if x.ndim not in self.input_ndims:
-            raise ValueError(f"{name} expects {' or '.join(map(str, self.input_ndims))}-dimensional inputs, "
+        lead = int(ensemble)  # the ensemble axis E, before the member's batch axis
+        channel = lead + 1
+        if x.ndim - lead not in self.input_ndims:
+            raise ValueError(f"{name} expects {' or '.join(str(n + lead) for n in self.input_ndims)}-dimensional "
+                             f"{'ensemble ' if ensemble else ''}inputs, got shape {x.shape}")
+        if x.shape[channel] != self.num_features:
+            raise ValueError(f"{name}({self.num_features}) expects {self.num_features} channels in axis {channel}, "
                              f"got shape {x.shape}")
-        if x.shape[1] != self.num_features:
-            raise ValueError(f"{name}({self.num_features}) expects {self.num_features} channels in axis 1, "
-                             f"got shape {x.shape}")
-        axes = tuple(i - x.ndim for i in range(x.ndim) if i != 1)
+        axes = tuple(i - x.ndim for i in range(lead, x.ndim) if i != channel)
         if self.track_running_stats and not self.training:
-            shape = (-1,) + (1,) * (x.ndim - 2)
+            shape = tuple(1 if i - x.ndim in axes else n for i, n in enumerate(x.shape))
             r = 1 / np.sqrt(self.buffers["running_var"] + self.eps).reshape(shape)
             return Standardized((x - self.buffers["running_mean"].reshape(shape)) * r, r, None, axes)
-        n = x.size // self.num_features
+        n = int(np.prod([x.shape[a] for a in axes]))
         if n == 1:
             raise ValueError(f"{name}: expected more than 1 value per channel when training, got shape {x.shape}")
         xhat, r, mean, var = standardize(x, axes, self.eps)
         if self.training and self.track_running_stats:
-            self._update_running_stats(mean.reshape(-1), var.reshape(-1) * (n / (n - 1)))
+            stats_shape = self.buffers["running_mean"].shape
+            self._update_running_stats(mean.reshape(stats_shape), var.reshape(stats_shape) * (n / (n - 1)))
         return Standardized(xhat, r, axes, axes)
 
     def _update_running_stats(self, batch_mean, batch_var_unbiased):
-        """Move the running statistics towards the batch's by ``f`` (see the module docstring)."""
+        """Move the running statistics towards the batch's by ``f`` (see the module docstring); each
+        member of an ensemble (buffers (E, C), counts (E,)) by its own ``f``."""
         count = self.buffers["num_batches_tracked"]
         count += 1
-        f = 1 / int(count) if self.momentum is None else self.momentum
+        f = 1 / count[..., None] if self.momentum is None else self.momentum
+        dtype = batch_mean.dtype  # 1 - f and f rounded to it, as NumPy does with a Python float
+        keep, take = np.asarray(1 - f, dtype), np.asarray(f, dtype)
         for name, batch in (("running_mean", batch_mean), ("running_var", batch_var_unbiased)):
             running = self.buffers[name]
-            running *= 1 - f
-            running += f * batch
+            running *= keep
+            running += take * batch
 
 
 class BatchNorm1d(_BatchNorm):

@@ -38,7 +38,10 @@ elementwise layers keep and the next convolution then lowers without a copy. Im2
 input in any other layout into that one first; space-to-depth reads any layout as it is.
 
 The forward pass keeps ``L`` for the other maps; the K tangents of the R-maps are a leading
-axis of the same products (the lowering of Rx is done for all K at once).
+axis of the same products (the lowering of Rx is done for all K at once). The ensemble maps are
+the forward and backward rows for each member e, ``y[e] = conv(x[e], W[e]) + b[e]`` and so on,
+with the members as the lowerings' leading group axis: one lowering of all E N images, whose
+member e is ``L[e]`` (D, P N), and batched products over E.
 """
 
 import numpy as np
@@ -80,12 +83,13 @@ def batch_first(a):
 
 
 def weight_product(g, lowered):
-    """``g @ lowered^T`` (R, D), for ``g`` (R, P N) and ``lowered`` (D, P N), with the longer of R
-    and D as the rows of the BLAS product: OpenBLAS splits a product between its threads along
-    the rows of its result, so ``(lowered @ g^T)^T`` is the faster when D > R (docs/performance.md)."""
-    if g.shape[0] >= lowered.shape[0]:
-        return g @ lowered.T
-    return (lowered @ g.T).T
+    """``g @ lowered^T`` (G, R, D), for ``g`` (G, R, P N) and ``lowered`` (G, D, P N), with the longer
+    of R and D as the rows of each BLAS product: OpenBLAS splits a product between its threads
+    along the rows of its result, so ``(lowered @ g^T)^T`` is the faster when D > R
+    (docs/performance.md)."""
+    if g.shape[-2] >= lowered.shape[-2]:
+        return g @ np.swapaxes(lowered, -1, -2)
+    return np.swapaxes(lowered @ np.swapaxes(g, -1, -2), -1, -2)
 
 
 class Im2col:
@@ -229,30 +233,59 @@ class Conv2d(Layer):
         if "bias" in out:
             np.sum(gy, axis=(2, 3), out=out["bias"])
 
-    # ---- the four maps ----------------------------------------------------------------------
+    # ---- the four maps, and the ensemble's two ------------------------------------------------
+    def _convolve(self, x, out_hw, weight, bias):
+        """``(y, L)`` for G stacks of images convolved each with its own weight:
+        ``y[g] = expand(Wm[g] @ L[g]) + b[g]`` with ``L = lower(x)``, one lowering for all G N
+        images and one batched product; x (G, N, C, H, W), ``out_hw`` from :meth:`output_hw`,
+        weight (G, O, C, kh, kw), bias (G, O) or ``None``."""
+        low = self.lowering
+        lowered = low.lower(x)
+        return low.expand(low.matrix(weight) @ lowered, out_hw, bias), lowered
+
+    def _convolve_backward(self, x_shape, lowered, gy, weight, grads, need_input_grad):
+        """The adjoint of :meth:`_convolve` for G stacks: ``gW[g] = unmatrix(contract(gy)[g] @ L[g]^T)``
+        and ``gb[g] = sum gy[g]`` written into ``grads`` (arrays with the leading G; ``None`` skips
+        them); returns ``gx[g] = lower^T(Wm[g]^T @ contract(gy)[g])`` (G, N, C, H, W) if asked."""
+        low = self.lowering
+        g = low.contract(gy)  # (G, R, P N)
+        if grads is not None:
+            low.unmatrix(weight_product(g, lowered), grads["weight"])
+            if self.bias:
+                np.sum(gy, axis=(1, 3, 4), out=grads["bias"])
+        if not need_input_grad:
+            return None
+        return low.lower_adjoint(np.swapaxes(low.matrix(weight), -1, -2) @ g, x_shape)
+
     def forward(self, x):
         """``y = expand(Wm @ L) + b`` with ``L = lower(x)``; the cache is ``(x.shape, L)``."""
         out_hw = self.output_hw(x.shape)
-        low = self.lowering
-        lowered = low.lower(x[None])[0]
         bias = self.params.get("bias")
-        y = low.expand((low.matrix(self.params["weight"]) @ lowered)[None], out_hw,
-                       None if bias is None else bias[None])[0]
-        return y, (x.shape, lowered)
+        y, lowered = self._convolve(x[None], out_hw, self.params["weight"][None], None if bias is None else bias[None])
+        return y[0], (x.shape, lowered[0])
 
     def backward(self, cache, gy, grads, need_input_grad=True):
         """``gW = unmatrix(contract(gy) @ L^T)``, ``gb = sum gy``; returns
         ``gx = lower^T(Wm^T @ contract(gy))`` if asked."""
         x_shape, lowered = cache
-        low = self.lowering
-        g = low.contract(gy[None])[0]
-        if grads is not None:
-            low.unmatrix(weight_product(g, lowered), grads["weight"])
-            if self.bias:
-                np.sum(gy, axis=(0, 2, 3), out=grads["bias"])
-        if not need_input_grad:
-            return None
-        return low.lower_adjoint((low.matrix(self.params["weight"]).T @ g)[None], (1, *x_shape))[0]
+        gx = self._convolve_backward((1, *x_shape), lowered[None], gy[None], self.params["weight"][None],
+                                     None if grads is None else {k: v[None] for k, v in grads.items()},
+                                     need_input_grad)
+        return None if gx is None else gx[0]
+
+    def ensemble_forward(self, x):
+        """``y[e] = expand(Wm[e] @ L[e]) + b[e]``, the members as the lowering's groups: ``L = lower(x)``
+        for x (E, N, C, H, W) lowers every member's images in one kernel call, (E, D, P N), and
+        the E products are one batched product. The cache is ``(x.shape, L)``."""
+        out_hw = self.output_hw(x.shape[1:])
+        y, lowered = self._convolve(x, out_hw, self.params["weight"], self.params.get("bias"))
+        return y, (x.shape, lowered)
+
+    def ensemble_backward(self, cache, gy, grads, need_input_grad=True):
+        """``gW[e] = unmatrix(contract(gy)[e] @ L[e]^T)``, ``gb[e] = sum gy[e]``; returns
+        ``gx[e] = lower^T(Wm[e]^T @ contract(gy)[e])`` if asked."""
+        x_shape, lowered = cache
+        return self._convolve_backward(x_shape, lowered, gy, self.params["weight"], grads, need_input_grad)
 
     def forward_r(self, cache, rx, v):
         """``Ry = expand(Vm @ L + Wm @ lower(Rx)) + Vb`` for all K at once.

@@ -1,7 +1,8 @@
 """Flatten dimensions ``start_dim..end_dim`` into one (PyTorch default: all but the batch axis).
 
 A reshape: every map is the same reshape (forward, forward_r) or its inverse (backward,
-backward_r), and it has no second derivative.
+backward_r), and it has no second derivative. An ensemble's member e flattens ``x[e]``: the
+dimensions count from the member's batch axis, after the ensemble axis.
 """
 
 from .arguments import integer
@@ -33,6 +34,11 @@ class Flatten(Layer):
 
     def backward(self, shape, gy, grads, need_input_grad=True):
         return gy.reshape(shape) if need_input_grad else None
+
+    def ensemble_forward(self, x):
+        return x.reshape(x.shape[:1] + self._flat_shape(x.shape[1:])), x.shape
+
+    ensemble_backward = backward  # the reshape back to the cached input shape
 
     def forward_r(self, shape, rx, v):
         ry = None if rx is None else rx.reshape((rx.shape[0],) + self._flat_shape(shape))

@@ -32,6 +32,21 @@ directions in a few blocks.
 
 ``Rx = None`` stands for a zero input tangent: the data do not move, so the first layer skips
 that work. ``forward_r`` returns an ``rcache`` that carries ``Rx`` and ``v`` to ``backward_r``.
+
+Ensembles. A :class:`refplastic.nn.Ensemble` of E networks keeps a *stacked* copy of each layer:
+the same layer whose parameters and buffers carry a leading *ensemble axis* E (``params[name]``
+of shape (E, *shape), rows of the ensemble's (E, P) storage; a buffer (E, *shape)). Two more
+maps compute all E members at once, member e with its own parameters on its own inputs:
+
+======================  =========================================================================
+``ensemble_forward``    ``y[e] = f(x[e]; theta[e])`` for x (E, N, ...), plus a cache
+``ensemble_backward``   ``gx[e] = J_x[e]^T gy[e]`` (returned) and ``g_theta[e] = J_theta[e]^T gy[e]``
+                        (written into ``grads``, arrays (E, *shape))
+======================  =========================================================================
+
+Each layer's own docstring says how: a batched matrix product over E, the lone map on the whole
+(E, N, ...) array (elementwise maps, pooling), or statistics per member (normalisation). They
+compute what the lone ``forward`` and ``backward`` compute, member by member.
 """
 
 class Layer:
@@ -67,6 +82,15 @@ class Layer:
 
         ``grads=None`` skips the parameter gradients: curvature products need only the cotangents.
         """
+        raise NotImplementedError
+
+    def ensemble_forward(self, x):
+        """Return ``(y, cache)`` for the E members of a stacked layer at once (see above)."""
+        raise NotImplementedError
+
+    def ensemble_backward(self, cache, gy, grads, need_input_grad=True):
+        """Write ``J_theta[e]^T gy[e]`` into ``grads`` (arrays (E, *shape)); return the ``J_x[e]^T gy[e]``
+        (E, N, ...) or ``None``."""
         raise NotImplementedError
 
     def forward_r(self, cache, rx, v):

@@ -39,10 +39,10 @@ class LayerNorm(Normalization):
         if "bias" in self.params:
             self.params["bias"][...] = 0
 
-    def standardize(self, x):
+    def standardize(self, x, ensemble=False):
         d = len(self.normalized_shape)
         if x.shape[x.ndim - d:] != self.normalized_shape:
             raise ValueError(f"LayerNorm expects inputs ending in shape {self.normalized_shape}, got shape {x.shape}")
         stat_axes = tuple(range(-d, 0))
         xhat, r, _, _ = standardize(x, stat_axes, self.eps)
-        return Standardized(xhat, r, stat_axes, tuple(range(-x.ndim, -d)))
+        return Standardized(xhat, r, stat_axes, tuple(range(-x.ndim + ensemble, -d)))

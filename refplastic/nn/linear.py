@@ -3,13 +3,15 @@
 Maps, for ``x`` of shape (..., in):
 
     forward     y   = x W^T + b
-    backward    gx  = gy W,          gW = gy^T x,            gb = sum_n gy
+    backward    gx  = gy W,          gW = gy^T x,            gb = sum_n gy     (gx^T = W^T gy^T when x
+                                                                       lies feature-major in memory)
     forward_r   Ry  = Rx W^T + x V^T + Vb
     backward_r  Rgx = Rgy W + gy V,  RgW = Rgy^T x + gy^T Rx, Rgb = sum_n Rgy
 
 where ``(V, Vb)`` is the parameter direction and sums run over all leading axes of x. Tangents
 carry the leading tangent axis K (see :mod:`refplastic.nn.layer`), so with x viewed as an (n, in)
-matrix each R-map is a batched matrix product over K.
+matrix each R-map is a batched matrix product over K. The ensemble maps are the first two rows
+member by member, ``y[e] = x[e] W[e]^T + b[e]`` and so on, one batched matrix product over E each.
 """
 
 import numpy as np
@@ -25,8 +27,17 @@ def _rows(a):
 
 
 def _krows(a):
-    """View a tangent (K, ..., k) as (K, n, k)."""
+    """View a tangent (K, ..., k) or an ensemble's array (E, ..., k) as (K, n, k)."""
     return a.reshape(a.shape[0], -1, a.shape[-1])
+
+
+def _feature_major(x, lead=0):
+    """Whether inputs ``x`` (..., in), after ``lead`` leading axes (an ensemble's E), lie in memory
+    feature by feature (in, ...): a Linear layer's output (a view of y^T), what elementwise
+    layers make of it, or a flattened convolution output (batch-last). The input gradient is
+    then computed as ``gx^T = W^T gy^T``, in the same layout, so that the layer below (a ReLU's
+    backward map) reads both in one order (docs/performance.md)."""
+    return np.moveaxis(x, -1, lead).flags.c_contiguous and not x.flags.c_contiguous
 
 
 class Linear(Layer):
@@ -59,7 +70,33 @@ class Linear(Layer):
             np.matmul(gy2.T, _rows(x), out=grads["weight"])
             if self.bias:
                 np.sum(gy2, axis=0, out=grads["bias"])
-        return gy @ self.params["weight"] if need_input_grad else None
+        if not need_input_grad:
+            return None
+        if _feature_major(x):  # gx^T = W^T gy^T, so that gx lies in memory as x does
+            return (self.params["weight"].T @ _rows(gy).T).T.reshape(x.shape)
+        return gy @ self.params["weight"]
+
+    def ensemble_forward(self, x):
+        """``y[e] = x[e] W[e]^T + b[e]``, computed as ``y[e]^T = W[e] x[e]^T`` as :meth:`forward` does."""
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"Linear expects inputs with last dimension {self.in_features}, got shape {x.shape}")
+        yt = self.params["weight"] @ _krows(x).transpose(0, 2, 1)  # (E, out, n)
+        if self.bias:
+            yt += self.params["bias"][:, :, None]
+        return yt.transpose(0, 2, 1).reshape(*x.shape[:-1], self.out_features), x
+
+    def ensemble_backward(self, x, gy, grads, need_input_grad=True):
+        """``gW[e] = gy[e]^T x[e]``, ``gb[e] = sum_n gy[e]``; returns ``gx[e] = gy[e] W[e]`` if asked."""
+        gy3 = _krows(gy)
+        if grads is not None:
+            np.matmul(gy3.transpose(0, 2, 1), _krows(x), out=grads["weight"])
+            if self.bias:
+                np.sum(gy3, axis=1, out=grads["bias"])
+        if not need_input_grad:
+            return None
+        if _feature_major(x, lead=1):
+            return (self.params["weight"].transpose(0, 2, 1) @ gy3.transpose(0, 2, 1)).transpose(0, 2, 1).reshape(x.shape)
+        return (gy3 @ self.params["weight"]).reshape(x.shape)
 
     def forward_r(self, x, rx, v):
         k = v["weight"].shape[0]

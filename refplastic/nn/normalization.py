@@ -27,6 +27,10 @@ The four maps of :class:`Normalization`, with ``(Vgamma, Vbeta)`` the parameter 
 
 Axes are negative, counted from the end, so that the same axes address a primal array and a
 tangent with its leading tangent axis K (see :mod:`refplastic.nn.layer`).
+
+An ensemble's maps are ``forward`` and ``backward`` with the statistics and the parameters per
+member: for inputs (E, N, ...) the axes A and B are member e's axes of ``x[e]``, so that neither
+runs over the ensemble axis, and gamma, beta (and BatchNorm's running statistics) are (E, ...).
 """
 
 from typing import NamedTuple
@@ -79,7 +83,9 @@ class Normalization(Layer):
     :class:`Standardized` for the input and may update running statistics.
     """
 
-    def standardize(self, x):
+    def standardize(self, x, ensemble=False):
+        """The :class:`Standardized` input; with ``ensemble``, x has a leading ensemble axis, which
+        the axes A and B leave out."""
         raise NotImplementedError
 
     @staticmethod
@@ -98,7 +104,13 @@ class Normalization(Layer):
         return a * self._param(self.params["weight"], s) if "weight" in self.params else a
 
     def forward(self, x):
-        s = self.standardize(x)
+        return self._affine(self.standardize(x))
+
+    def ensemble_forward(self, x):
+        return self._affine(self.standardize(x, ensemble=True))
+
+    def _affine(self, s):
+        """``(gamma xhat + beta, s)``."""
         if "weight" not in self.params:
             return s.xhat.copy(), s
         y = s.xhat * self._param(self.params["weight"], s)
@@ -112,6 +124,8 @@ class Normalization(Layer):
         if grads is not None and "bias" in self.params:
             np.sum(gy, axis=s.param_axes, out=grads["bias"])
         return self._jacobian(s, self._gamma_times(gy, s)) if need_input_grad else None
+
+    ensemble_backward = backward  # the cache's axes are member e's, and the parameters (E, ...)
 
     def forward_r(self, s, rx, v):
         rxhat = None if rx is None else self._jacobian(s, rx)

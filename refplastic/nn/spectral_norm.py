@@ -36,6 +36,7 @@ parametrised module: ``bias`` (the module's own parameter) before ``weight`` (to
 ``parametrizations.weight.0._u`` and ``._v``.
 """
 
+import copy
 from typing import NamedTuple
 
 import numpy as np
@@ -135,6 +136,29 @@ class SpectralNormLinear(Layer):
             if self.bias:
                 np.sum(gy2, axis=0, out=grads["bias"])
         return gy @ cache.weight if need_input_grad else None
+
+    # ---- the ensemble maps: member by member, each with its own u and v -----------------------
+    def _member(self, e):
+        """Member e's lone layer: its parameters and buffers are row e of the stacked ones (views,
+        so its power iteration updates the ensemble's u and v)."""
+        member = copy.copy(self)
+        member.params = {name: array[e] for name, array in self.params.items()}
+        member.buffers = {name: array[e] for name, array in self.buffers.items()}
+        return member
+
+    def ensemble_forward(self, x):
+        """Member e's :meth:`forward` on ``x[e]``, in turn: each member's sigma comes from its own
+        power iteration, so there is no product to batch beyond the members' own."""
+        outputs = [self._member(e).forward(x[e]) for e in range(len(x))]
+        return np.stack([y for y, _ in outputs]), [cache for _, cache in outputs]
+
+    def ensemble_backward(self, caches, gy, grads, need_input_grad=True):
+        """Member e's :meth:`backward` with its cache, writing row e of ``grads``."""
+        gx = []
+        for e, cache in enumerate(caches):
+            rows = None if grads is None else {name: array[e] for name, array in grads.items()}
+            gx.append(self._member(e).backward(cache, gy[e], rows, need_input_grad))
+        return np.stack(gx) if need_input_grad else None
 
     def example_gradients(self, cache, gy, out):
         """Per-example parameter gradients, whose sum over n is :meth:`backward`'s:
