@@ -51,7 +51,7 @@ from ..kernels.space_to_depth import (block_weight, depth_to_space, shift_add, s
                                       unblock_weight)
 from .arguments import as_pair, positive_int
 from .init import torch_default_init_
-from .layer import Layer
+from .layer import Layer, shares_input
 
 
 def padding_from_string(padding, kernel, stride):
@@ -86,7 +86,10 @@ def weight_product(g, lowered):
     """``g @ lowered^T`` (G, R, D), for ``g`` (G, R, P N) and ``lowered`` (G, D, P N), with the longer
     of R and D as the rows of each BLAS product: OpenBLAS splits a product between its threads
     along the rows of its result, so ``(lowered @ g^T)^T`` is the faster when D > R
-    (docs/performance.md)."""
+    (docs/performance.md). A ``lowered`` of one group shared by every group of ``g`` (see
+    :func:`shares_input`) takes one product for all of them, ``(G R, P N) @ (P N, D)``."""
+    if len(lowered) == 1 and len(g) > 1:
+        return (g.reshape(-1, g.shape[-1]) @ lowered[0].T).reshape(*g.shape[:-1], -1)
     if g.shape[-2] >= lowered.shape[-2]:
         return g @ np.swapaxes(lowered, -1, -2)
     return np.swapaxes(lowered @ np.swapaxes(g, -1, -2), -1, -2)
@@ -240,6 +243,11 @@ class Conv2d(Layer):
         images and one batched product; x (G, N, C, H, W), ``out_hw`` from :meth:`output_hw`,
         weight (G, O, C, kh, kw), bias (G, O) or ``None``."""
         low = self.lowering
+        if shares_input(x):  # every group convolves the same images: lower them once, one product
+            lowered = low.lower(x[:1])
+            matrix = low.matrix(weight)
+            z = (matrix.reshape(-1, matrix.shape[-1]) @ lowered[0]).reshape(*matrix.shape[:-1], -1)
+            return low.expand(z, out_hw, bias), lowered
         lowered = low.lower(x)
         return low.expand(low.matrix(weight) @ lowered, out_hw, bias), lowered
 

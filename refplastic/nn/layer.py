@@ -107,3 +107,10 @@ class Layer:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
+
+
+def shares_input(x):
+    """Whether the members' inputs ``x`` (E, ...) are one array seen E times (``np.broadcast_to``, as
+    the probe copies read one minibatch): the ensemble maps of Linear and Conv2d then compute all
+    members in one product, and Conv2d lowers the images once."""
+    return x.shape[0] > 1 and x.strides[0] == 0

@@ -18,7 +18,7 @@ import numpy as np
 
 from .arguments import positive_int
 from .init import torch_default_init_
-from .layer import Layer
+from .layer import Layer, shares_input
 
 
 def _rows(a):
@@ -77,10 +77,16 @@ class Linear(Layer):
         return gy @ self.params["weight"]
 
     def ensemble_forward(self, x):
-        """``y[e] = x[e] W[e]^T + b[e]``, computed as ``y[e]^T = W[e] x[e]^T`` as :meth:`forward` does."""
+        """``y[e] = x[e] W[e]^T + b[e]``, computed as ``y[e]^T = W[e] x[e]^T`` as :meth:`forward` does;
+        inputs shared by every member (``np.broadcast_to``, :func:`~refplastic.nn.conv.shares_input`)
+        in one product for all members."""
         if x.shape[-1] != self.in_features:
             raise ValueError(f"Linear expects inputs with last dimension {self.in_features}, got shape {x.shape}")
-        yt = self.params["weight"] @ _krows(x).transpose(0, 2, 1)  # (E, out, n)
+        weight = self.params["weight"]
+        if shares_input(x):  # every member reads the same inputs: one product (E out, in) @ (in, n)
+            yt = (weight.reshape(-1, self.in_features) @ _rows(x[0]).T).reshape(len(x), self.out_features, -1)
+        else:
+            yt = weight @ _krows(x).transpose(0, 2, 1)  # (E, out, n)
         if self.bias:
             yt += self.params["bias"][:, :, None]
         return yt.transpose(0, 2, 1).reshape(*x.shape[:-1], self.out_features), x
@@ -89,7 +95,11 @@ class Linear(Layer):
         """``gW[e] = gy[e]^T x[e]``, ``gb[e] = sum_n gy[e]``; returns ``gx[e] = gy[e] W[e]`` if asked."""
         gy3 = _krows(gy)
         if grads is not None:
-            np.matmul(gy3.transpose(0, 2, 1), _krows(x), out=grads["weight"])
+            if shares_input(x):  # one product (E out, n) @ (n, in)
+                product = gy3.transpose(0, 2, 1).reshape(-1, gy3.shape[1]) @ _rows(x[0])
+                grads["weight"][...] = product.reshape(grads["weight"].shape)
+            else:
+                np.matmul(gy3.transpose(0, 2, 1), _krows(x), out=grads["weight"])
             if self.bias:
                 np.sum(gy3, axis=1, out=grads["bias"])
         if not need_input_grad:
