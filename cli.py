@@ -501,6 +501,8 @@ def run(preset_name, task, data, arch, intervention, seed, assignments, show_con
     memorisation task), its plasticity probed on a schedule with the statistics of refplastic
     stats; prints the probe loss at each probe point and the plasticity loss at the end."""
     from refplastic.plasticity import experiment
+    from refplastic.plasticity.config import probe_points
+    from refplastic.plasticity.results import plasticity_loss
     from refplastic.stopping import polling, stop_requested
 
     interventions = None if intervention is None else tuple(v.strip() for v in intervention.split(","))
@@ -510,7 +512,7 @@ def run(preset_name, task, data, arch, intervention, seed, assignments, show_con
         click.echo(config.describe())
         return
     _check_paths({"--out": (out, RUN), "--checkpoint": (checkpoint, resumed(RUN_CHECKPOINT))}, force=force)
-    total = config.train_steps + len(_probe_points(config)) * config.probe_steps
+    total = config.train_steps + len(probe_points(config)) * config.probe_steps
     with click.progressbar(length=total, label="run", file=sys.stderr, show_pos=True,
                            item_show_func=lambda rate: rate) as bar, polling():
         rate = _Rate()
@@ -522,18 +524,11 @@ def run(preset_name, task, data, arch, intervention, seed, assignments, show_con
         click.echo(f"diverged at step {finished.diverged_at}: the loss or the parameters stopped being finite "
                    f"(recorded{' in ' + out if out else ''})")
     else:
-        from refplastic.plasticity.results import plasticity_loss
-
         click.echo(f"plasticity loss {plasticity_loss(finished.record):.4g} (the mean final probe loss at step "
                    f"{finished.step} minus that at step 0)")
     if out is not None:
         experiment.write(finished, out)
         click.echo(f"wrote {out}")
-
-
-def _probe_points(config):
-    points = list(range(0, config.train_steps + 1, config.probe_every))
-    return points if points[-1] == config.train_steps else points + [config.train_steps]
 
 
 class _Rate:

@@ -59,8 +59,8 @@ class RunConfig:
     # ---- the agent (appendix A.2: the same agent structure as the Atari one of A.3) ------------
     optimizer: str = "adam"            # choice: the paper's only stated Adam setting (A.1) for its MDP agents too
     lr: float = 1e-3                   # A.1
-    beta1: float = 0.9                 # A.1
-    beta2: float = 0.999               # A.1 (figure 1's tuned run: 0.9)
+    beta1: float = 0.9                 # A.1 (and SGD's momentum with optimizer = sgd)
+    beta2: float = 0.999               # A.1; figure 1's tuned run: 0.9 (and RMSprop's alpha with optimizer = rmsprop)
     eps: float = 1e-9                  # A.1
     eps_root: float = 0.0              # A.1's eps-bar inside the square root (figure 1's tuned run: 1e-3)
     batch_size: int = 512              # sec. 4.2 and A.1: "k = 512 equal to the batch size used for training"
@@ -274,3 +274,9 @@ def _parsed(name, text, kind):
             raise ConfigError(name, f"must be an integer, got {text!r}")
         return int(number)
     return number
+
+
+def probe_points(config):
+    """The optimiser steps at which a run of ``config`` is probed: 0, probe_every, ... and the last."""
+    points = list(range(0, config.train_steps + 1, config.probe_every))
+    return points if points[-1] == config.train_steps else points + [config.train_steps]

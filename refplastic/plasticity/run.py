@@ -43,6 +43,7 @@ from ..stopping import Stopped
 from . import interventions
 from .agent import epsilon_greedy, td_targets
 from .architectures import architecture
+from .config import probe_points
 from .continual_backprop import ContinualBackprop
 from .heads import ScalarHead, TwoHotHead
 from .hidden_units import activations_from_caches
@@ -115,11 +116,6 @@ class Run:
         if "weight_decay" in self.config.intervention:
             interventions.l2_penalty(grad, params, self.config.weight_decay)
 
-    def probe_points(self):
-        """The optimiser steps at which the plasticity is probed: 0, probe_every, ... and the last."""
-        points = list(range(0, self.config.train_steps + 1, self.config.probe_every))
-        return points if points[-1] == self.config.train_steps else points + [self.config.train_steps]
-
     @property
     def finished(self):
         return self.status != "running"
@@ -131,7 +127,7 @@ class Run:
         after each probe point with its summary; ``checkpoint(run)`` saves the run (every
         checkpoint_every steps, after each probe point and when stopped); ``should_stop()``
         returns a signal number to stop at once (a :class:`Stopped` after the checkpoint)."""
-        points = self.probe_points()
+        points = probe_points(self.config)
         if self.config.task != "memorise" and len(self.replay) == 0:
             self._gather()
 
