@@ -13,12 +13,10 @@ run through every part in seconds, for tests).
 checked in :meth:`RunConfig.__post_init__`, a bad one raising :class:`ConfigError` naming the field.
 """
 
-import dataclasses
-import json
-import math
 from dataclasses import dataclass
 
-from ..config_fields import ConfigError, checked_fields
+from ..config_fields import (ConfigError, at_least, check_types, describe, finite, from_json_values, overridden,
+                             to_json_values)
 
 TASKS = ("easy", "hard", "sparse", "memorise")
 ARCHITECTURES = ("mlp", "cnn")
@@ -104,7 +102,7 @@ class RunConfig:
     checkpoint_every: int = 5000       # optimiser steps between checkpoints (and at every probe point)
 
     def __post_init__(self):
-        _check_types(self)
+        check_types(self)
         self.intervention = _interventions(self.intervention)
         for name, allowed in (("task", TASKS), ("arch", ARCHITECTURES), ("td_loss", TD_LOSSES),
                               ("optimizer", OPTIMIZERS), ("dtype", DTYPES)):
@@ -114,20 +112,20 @@ class RunConfig:
                      "train_steps", "memorise_examples", "memorise_period", "probe_every", "probe_targets",
                      "probe_steps", "probe_examples", "probe_batch_size", "probe_log_every", "redo_period",
                      "checkpoint_every", "slq_probes", "slq_steps", "log_every"):
-            _at_least(self, name, 1)
+            at_least(self, name, 1)
         for name in ("seed", "data_examples", "learning_starts", "hessian_top_k", "gradient_cosine_examples",
                      "cbp_maturity"):
-            _at_least(self, name, 0)
-        _at_least(self, "twohot_bins", 2)
+            at_least(self, name, 0)
+        at_least(self, "twohot_bins", 2)
         if self.builtin_images < 10 or self.builtin_images % 10:
             raise ConfigError("builtin_images", f"must be a positive multiple of 10 (ten games), got {self.builtin_images}")
         for name in ("eps", "eps_root", "weight_decay", "perturb", "redo_tau"):
-            _finite(self, name, low=0)
-        _finite(self, "lr", low=0, strict=True)
+            finite(self, name, low=0)
+        finite(self, "lr", low=0, strict=True)
         for name in ("beta1", "beta2", "discount"):
-            _finite(self, name, low=0, high=1, high_open=True)
+            finite(self, name, low=0, high=1, high_open=True)
         for name in ("epsilon", "shrink", "cbp_replacement_rate", "cbp_decay"):
-            _finite(self, name, low=0, high=1)
+            finite(self, name, low=0, high=1)
         if self.probe_batch_size > self.probe_examples:
             raise ConfigError("probe_batch_size", f"{self.probe_batch_size} is more than the {self.probe_examples} "
                                                   f"probe examples")
@@ -142,48 +140,16 @@ class RunConfig:
 
     # ---- JSON -------------------------------------------------------------------------------------
     def to_json(self):
-        return {**dataclasses.asdict(self), "intervention": list(self.intervention)}
+        return to_json_values(self)
 
     @classmethod
     def from_json(cls, values):
         """The config :meth:`to_json` wrote; a ValueError names a missing, unknown or bad field."""
-        values = checked_fields(cls, values)
-        return cls(**{**values, "intervention": tuple(values["intervention"])
-                      if isinstance(values["intervention"], list) else values["intervention"]})
+        return from_json_values(cls, values)
 
     def describe(self):
         """``FIELD = VALUE`` lines, one per field, in declaration order (``--show-config``)."""
-        width = max(len(f.name) for f in dataclasses.fields(self))
-        return "\n".join(f"{f.name:<{width}} = {_text(getattr(self, f.name))}" for f in dataclasses.fields(self))
-
-
-def _text(value):
-    return ",".join(value) if isinstance(value, tuple) else json.dumps(value)
-
-
-def _check_types(config):
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        kind = type(f.default)
-        if kind is bool:
-            ok = isinstance(value, bool)
-        elif kind is int:
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif kind is float:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if ok:
-                setattr(config, f.name, float(value))
-        elif kind is tuple:
-            ok = isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value)
-        else:
-            ok = isinstance(value, str)
-        if not ok:
-            raise ConfigError(f.name, f"must be {_kind_name(kind)}, got {value!r}")
-
-
-def _kind_name(kind):
-    return {bool: "true or false", int: "an integer", float: "a number", tuple: "a list of names",
-            str: "a string"}[kind]
+        return describe(self)
 
 
 def _interventions(names):
@@ -193,20 +159,6 @@ def _interventions(names):
         raise ConfigError("intervention", f"unknown {', '.join(map(repr, unknown))}; "
                                           f"choose from none, {', '.join(INTERVENTIONS)}")
     return names
-
-
-def _at_least(config, name, low):
-    if getattr(config, name) < low:
-        raise ConfigError(name, f"must be at least {low}, got {getattr(config, name)}")
-
-
-def _finite(config, name, low=-math.inf, high=math.inf, strict=False, high_open=False):
-    value = getattr(config, name)
-    below = value <= low if strict else value < low
-    above = value >= high if high_open else value > high
-    if not math.isfinite(value) or below or above:
-        interval = f"{'(' if strict or low == -math.inf else '['}{low}, {high}{')' if high_open or high == math.inf else ']'}"
-        raise ConfigError(name, f"must be a finite number in {interval}, got {value!r}")
 
 
 PRESETS = {
@@ -243,37 +195,7 @@ def preset(name, **fields):
 def with_overrides(config, assignments):
     """``config`` with each ``"FIELD=VALUE"`` of ``assignments`` applied in turn (``--set``): the
     value is read as the field's type (numbers, true/false, comma lists for ``intervention``)."""
-    values = config.to_json()
-    types = {f.name: type(f.default) for f in dataclasses.fields(RunConfig)}
-    for assignment in assignments:
-        name, sep, text = str(assignment).partition("=")
-        name = name.strip()
-        if not sep:
-            raise ConfigError("set", f"expected FIELD=VALUE, got {assignment!r}")
-        if name not in types:
-            raise ConfigError("set", f"unknown field {name!r}; refplastic run --show-config lists them")
-        values[name] = _parsed(name, text.strip(), types[name])
-    return RunConfig.from_json(values)
-
-
-def _parsed(name, text, kind):
-    if kind is tuple:
-        return [v.strip() for v in text.split(",") if v.strip()]
-    if kind is str:
-        return text
-    if kind is bool:
-        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise ConfigError(name, f"must be true or false, got {text!r}")
-        return text.lower() in ("true", "1", "yes")
-    try:
-        number = float(text)
-    except ValueError:
-        raise ConfigError(name, f"must be {_kind_name(kind)}, got {text!r}") from None
-    if kind is int:
-        if not (math.isfinite(number) and number == int(number)):
-            raise ConfigError(name, f"must be an integer, got {text!r}")
-        return int(number)
-    return number
+    return overridden(config, assignments, "refplastic run --show-config")
 
 
 def probe_points(config):
