@@ -26,8 +26,8 @@ VERSION = 1
 GROUPS = ("train", "probes", "statistics", "curvature")
 
 
-def empty_record():
-    return {group: {} for group in GROUPS}
+def empty_record(groups=GROUPS):
+    return {group: {} for group in groups}
 
 
 def append(record, group, **values):
@@ -62,17 +62,17 @@ def probe_row(record, i):
 def write_record(group, record, statistic_names):
     """Write ``record`` under ``group`` (an h5py group): a subgroup per group of the record, a
     dataset per column, rows stacked on the first axis."""
-    for name in GROUPS:
+    for name in record:
         sub = group.create_group(name)
         for key, values in record[name].items():
             sub.create_dataset(key, data=np.stack([np.asarray(v) for v in values]))
     group["statistics"].attrs["names"] = json.dumps(list(statistic_names))
 
 
-def read_record(group, where):
-    """``(record, statistic_names)`` as :func:`write_record` wrote them."""
-    record = empty_record()
-    for name in GROUPS:
+def read_record(group, where, groups=GROUPS):
+    """``(record, statistic_names)`` as :func:`write_record` wrote them (a record of ``groups``)."""
+    record = empty_record(groups)
+    for name in groups:
         if not isinstance(group.get(name), h5py.Group):
             raise ValueError(f"{where}: missing group /{name}")
         columns = {key: list(dataset[()]) for key, dataset in group[name].items()}
