@@ -26,6 +26,7 @@ LOSSES = ("mse", "cross_entropy", "huber")
 CHECKPOINT, STATISTICS, REFERENCE, CURVATURE = ("refplastic-checkpoint", "refplastic-statistics",
                                                 "refplastic-reference", "refplastic-curvature")
 RUN, RUN_CHECKPOINT = "refplastic-run", "refplastic-run-checkpoint"
+DQN, DQN_CHECKPOINT = "refplastic-dqn", "refplastic-dqn-checkpoint"
 CURVATURE_QUANTITIES = ("hessian_eigenvalues", "ggn_eigenvalues", "hessian_lanczos", "ggn_lanczos", "hessian_trace",
                         "ggn_trace", "hessian_density", "ggn_density", "gradients", "ntk")
 
@@ -532,19 +533,19 @@ def run(preset_name, task, data, arch, intervention, seed, assignments, show_con
 
 
 class _Rate:
-    """Steps per second since the first call, as text for the progress bar."""
+    """Steps (or another ``unit``) per second since the first call, as text for the progress bar."""
 
-    def __init__(self):
+    def __init__(self, unit="steps/s"):
         import time
 
-        self.clock, self.start, self.first = time.perf_counter, time.perf_counter(), None
+        self.clock, self.start, self.first, self.unit = time.perf_counter, time.perf_counter(), None, unit
 
     def __call__(self, position):
         if self.first is None:
-            self.first = position - 1
-            self.start = self.clock()
+            self.first, self.start = position, self.clock()
+            return ""
         elapsed = self.clock() - self.start
-        return f"{(position - self.first) / elapsed:.0f} steps/s" if elapsed > 0 else ""
+        return f"{(position - self.first) / elapsed:.0f} {self.unit}" if elapsed > 0 else ""
 
 
 class _ProbeTable:
@@ -588,6 +589,138 @@ def compare(runs):
     for (attrs, _), path in zip(loaded, runs):
         if attrs.get("status") == "diverged":
             click.echo(f"{path}: diverged at step {attrs['diverged_at_step']}")
+
+
+# Repeated from refplastic.rl.config for --help without numpy (tests/test_cli.py keeps them equal).
+DQN_PRESETS = ("paper", "cleanrl", "laptop", "smoke")
+
+
+def _dqn_config(preset_name, options, assignments):
+    """The DQN run's config: the preset, the options given, then each --set (usage errors)."""
+    from refplastic.config_fields import ConfigError
+    from refplastic.rl.config import preset, with_overrides
+
+    given = {field: value for field, value in options.items() if value is not None}
+    try:
+        config = preset(preset_name, **given)
+    except ConfigError as e:
+        raise click.BadParameter(e.problem, param_hint=f"'--{e.field}'" if e.field in options else f"'--set {e.field}'") \
+            from None
+    try:
+        return with_overrides(config, assignments)
+    except ConfigError as e:
+        raise click.BadParameter(e.problem if e.field == "set" else str(e), param_hint="'--set'") from None
+
+
+@cli.command(short_help="One Double DQN run on an Atari game, with or without LayerNorm, probed.")
+@click.option("--game", default=None, help="An Atari-57 game, e.g. pong, breakout, space_invaders. Default: pong.")
+@click.option("--preset", "preset_name", type=click.Choice(DQN_PRESETS), default="laptop", show_default=True,
+              help="DQN Zoo's Double DQN as the paper ran it, CleanRL's DQN, a laptop's, or a smoke test's.")
+@click.option("--layernorm/--no-layernorm", default=None, help="A LayerNorm after every hidden layer (the paper's A.3).")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of every random draw. Default: 0.")
+@click.option("--frames", type=int, default=None, help="Environment frames to train for (4 per agent step).")
+@click.option("--set", "assignments", multiple=True, metavar="FIELD=VALUE",
+              help="Set any config field (repeatable); --show-config lists them.")
+@click.option("--show-config", is_flag=True, help="Print the resolved config and exit.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Save here as the run goes and when stopped; resume from it if it exists.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the results here (HDF5).")
+@FORCE_OPTION
+def dqn(game, preset_name, layernorm, seed, frames, assignments, show_config, checkpoint, out, force):
+    """One Double DQN run on an Atari game (Lyle et al. 2023, A.3): prints each evaluation's mean
+    return and each probe point's probe loss as they come, and the final score at the end."""
+    from refplastic.rl import experiment
+    from refplastic.rl.frame_replay import check_replay_memory
+    from refplastic.stopping import polling, stop_requested
+
+    config = _dqn_config(preset_name, {"game": game, "layernorm": layernorm, "seed": seed, "frames": frames},
+                         assignments)
+    if show_config:
+        click.echo(config.describe())
+        return
+    _check_paths({"--out": (out, DQN), "--checkpoint": (checkpoint, resumed(DQN_CHECKPOINT))}, force=force)
+    try:
+        check_replay_memory(config.replay_capacity, config.num_envs)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="'--set replay_capacity'") from None
+    with click.progressbar(length=config.frames, label=f"dqn {config.game}", file=sys.stderr,
+                           item_show_func=lambda text: text) as bar, polling():
+        rate = _Rate(unit="frames/s")
+        rows = _DQNRows(bar)
+
+        def on_frames(n, row):
+            bar.update(n, f"{rate(bar.pos + n)}, return {row.get('return_mean', float('nan')):.1f}"
+                          f", eps {row.get('epsilon', float('nan')):.2f}" if row else rate(bar.pos + n))
+
+        finished = experiment.run_dqn(config, checkpoint, on_frames=on_frames, on_row=rows.row,
+                                      should_stop=stop_requested)
+    if finished.status == "diverged":
+        click.echo(f"diverged at frame {finished.diverged_at}: the loss or the parameters stopped being finite "
+                   f"(recorded{' in ' + out if out else ''})")
+    summary = finished.summary()
+    click.echo(f"final evaluation return {summary['final_evaluation_return']:.2f} "
+               f"(human-normalised {summary['final_human_normalised']:.3f}) after {finished.frame} frames")
+    if out is not None:
+        experiment.write(finished, out)
+        click.echo(f"wrote {out}")
+
+
+class _DQNRows:
+    """Evaluations and probe points as lines above the progress bar."""
+
+    def __init__(self, bar):
+        self.bar = bar
+
+    def row(self, kind, values):
+        if kind == "evaluation":
+            returns = values["returns"]
+            text = (f"frame {int(values['frame']):>11}  evaluation return {values['return_mean']:8.2f} "
+                    f"(min {min(returns):.0f}, max {max(returns):.0f}, {len(returns)} episodes)")
+        else:
+            final = values["final_loss"]
+            text = f"frame {int(values['frame']):>11}  probe loss {float(final.mean()):.5g} +- {float(final.std()):.2g}"
+        _echo_above(self.bar, text)
+
+
+@cli.command(name="dqn-report", short_help="Scores, LayerNorm's improvement and learning curves of DQN runs.")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(dir_okay=False), metavar="RUN.h5...")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Write report.md, scores.csv and learning_curves.png (needs the 'plot' extra) into this directory.")
+@FORCE_OPTION
+def dqn_report(runs, out_dir, force):
+    """Per-game scores of DQN runs (results of refplastic dqn: mean and spread over seeds, with and
+    without LayerNorm), the human-normalised improvement of LayerNorm over the baseline (Wang et
+    al. 2016's measure, as the paper's figure 7) with its reference-score source, and the
+    learning curves."""
+    from refplastic.rl import report
+
+    paths = report.output_paths(out_dir) if out_dir is not None else {}
+    if out_dir is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise click.UsageError("--out plots the learning curves, which needs matplotlib: "
+                                   "pip install 'refplastic[plot]'") from None
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+        except OSError as e:
+            raise click.BadParameter(f"cannot create directory {out_dir}: {e.strerror}", param_hint="'--out'") from None
+        _check_paths({f"--out ({name})": (path, kind) for (name, path), kind
+                      in zip(paths.items(), ("refplastic-dqn-report", "refplastic-dqn-scores", "image"))},
+                     inputs={f"RUN {p}": p for p in runs}, force=force)
+    loaded = report.load_runs(runs)
+    rows = report.summary_rows(report.scores_by_game(loaded))
+    text = report.markdown(rows)
+    click.echo(text, nl=False)
+    if out_dir is not None:
+        from refplastic.outputs import atomic_path
+
+        for name, content in (("report.md", text), ("scores.csv", report.csv_text(rows))):
+            with atomic_path(paths[name]) as tmp, open(tmp, "w") as f:
+                f.write(content)
+        with atomic_path(paths["learning_curves.png"]) as tmp:
+            report.plot_learning_curves(loaded, tmp)
+        click.echo(f"wrote {', '.join(paths.values())}")
 
 
 def main(argv=None):

@@ -135,3 +135,9 @@ def _parsed(name, text, kind):
             raise ConfigError(name, f"must be an integer, got {text!r}")
         return int(number)
     return number
+
+
+def config_differences(mine, theirs):
+    """``"field A here, B in the file; ..."`` for the fields two JSON configs disagree on ("" if none)."""
+    keys = [k for k in dict.fromkeys([*mine, *theirs]) if mine.get(k) != theirs.get(k)]
+    return "; ".join(f"{k} {json.dumps(mine.get(k))} here, {json.dumps(theirs.get(k))} in the file" for k in keys)

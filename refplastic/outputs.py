@@ -44,6 +44,10 @@ IMAGE_SIGNATURES = {
 """The first bytes of each image format matplotlib writes and a file can be recognised by."""
 
 
+TEXT_SIGNATURES = {"refplastic-dqn-report": b"# DQN report\n", "refplastic-dqn-scores": b"game,baseline_seeds,"}
+"""The first bytes of each text file a command writes (``dqn-report``'s), by the kind they make it."""
+
+
 def temporary_name(path):
     """``<path>.tmp-<host>-<pid>``: where this process writes ``path`` before renaming it."""
     return f"{os.fspath(path)}.tmp-{HOST}-{os.getpid()}"
@@ -117,11 +121,12 @@ def _running(pid):
 def file_kind(path):
     """What an existing file is, read from its content: the ``format`` attribute of an HDF5 file
     (``"refplastic-checkpoint"``, ...; ``"HDF5"`` without one), ``"image/<ext>"`` for an image of
-    a format in :data:`IMAGE_SIGNATURES`, ``"empty"``, or ``None`` for anything else."""
+    a format in :data:`IMAGE_SIGNATURES`, a kind of :data:`TEXT_SIGNATURES`, ``"empty"``, or
+    ``None`` for anything else."""
     import h5py
 
     with open(path, "rb") as f:
-        head = f.read(16)
+        head = f.read(32)
     if not head:
         return "empty"
     if h5py.is_hdf5(path):
@@ -135,7 +140,7 @@ def file_kind(path):
     extension = os.path.splitext(path)[1][1:].lower()
     if any(head.startswith(s) for s in IMAGE_SIGNATURES.get(extension, ())):
         return f"image/{extension}"
-    return None
+    return next((kind for kind, start in TEXT_SIGNATURES.items() if head.startswith(start)), None)
 
 
 def describe_kind(kind):

@@ -25,6 +25,7 @@ import json
 import numpy as np
 
 from ..checkpoint import load_optimizer_state, restore_rng
+from ..config_fields import config_differences
 from ..h5io import atomic_h5, check_format, open_h5, read_datasets, read_dict, read_json_attr, write_dict
 from .results import read_record, write_record
 from .run import Run
@@ -68,7 +69,7 @@ def load_run(path, config, images):
     with open_h5(path) as f:
         check_format(f, path, FORMAT, VERSION, "a refplastic run checkpoint")
         saved = read_json_attr(f, "config", path)
-        differences = _differences(config.to_json(), saved if isinstance(saved, dict) else {})
+        differences = config_differences(config.to_json(), saved if isinstance(saved, dict) else {})
         if differences:
             raise ValueError(f"{path}: checkpoint was written with a different configuration: {differences}")
         run = Run(config, images)
@@ -109,7 +110,3 @@ def _restore(f, path, run):
     run.record, run.statistic_names = read_record(f["record"], path)
     run.statistic_names = tuple(run.statistic_names)
 
-
-def _differences(mine, theirs):
-    keys = [k for k in dict.fromkeys([*mine, *theirs]) if mine.get(k) != theirs.get(k)]
-    return "; ".join(f"{k} {json.dumps(mine.get(k))} here, {json.dumps(theirs.get(k))} in the file" for k in keys)
