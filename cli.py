@@ -21,7 +21,7 @@ import refplastic
 DATASETS = ("teacher-classification", "teacher-regression", "gaussian-clusters")
 ACTIVATIONS = ("ReLU", "Tanh", "Sigmoid", "GELU", "LeakyReLU", "Identity")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
-LOSSES = ("mse", "cross_entropy", "huber")
+LOSSES = ("mse", "cross_entropy", "huber", "clipped_gradient_l2")
 # The kinds of file the commands write: the root attribute 'format' of each (refplastic.outputs.file_kind).
 CHECKPOINT, STATISTICS, REFERENCE, CURVATURE = ("refplastic-checkpoint", "refplastic-statistics",
                                                 "refplastic-reference", "refplastic-curvature")
@@ -249,7 +249,7 @@ def _network_and_batch(network, data, loss, examples):
     else:
         raise click.UsageError("the checkpoint holds no training run: give --data FILE")
     if loss is None:
-        raise click.UsageError("give --loss (mse, cross_entropy or huber): the checkpoint holds no training run")
+        raise click.UsageError("give --loss (mse, cross_entropy, huber or clipped_gradient_l2): the checkpoint holds no training run")
     x, t = x[:examples], t[:examples]
     check_batch(net, make_loss(loss), x, t, data or f"{network}: the run's training data")
     return net, x, t, loss

@@ -295,10 +295,12 @@ def test_defaults_are_torchs():
         mine = inspect.signature(ours.__init__).parameters
         reference = inspect.signature(theirs.__init__).parameters
         for name, parameter in mine.items():
-            if name not in ("self", "params", "eps_root"):  # eps_root: optax's, torch has none (0 is torch's Adam)
+            if name not in ("self", "params", "eps_root", "eps_in_sqrt"):  # optax's options: torch has neither
                 assert parameter.default == reference[name].default, (ours.__name__, name)
         if "eps_root" in mine:
             assert mine["eps_root"].default == 0
+        if "eps_in_sqrt" in mine:
+            assert mine["eps_in_sqrt"].default is False
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

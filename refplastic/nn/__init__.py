@@ -9,7 +9,7 @@ from .flatten import Flatten
 from .layer import Layer
 from .layernorm import LayerNorm
 from .linear import Linear
-from .losses import CrossEntropyLoss, HuberLoss, MSELoss, make_loss
+from .losses import ClippedGradientL2Loss, CrossEntropyLoss, HuberLoss, MSELoss, make_loss
 from .network import Network, as_dtype
 from .optim import SGD, Adam, AdamW, RMSprop, make_optimizer
 from .pool import MaxPool2d

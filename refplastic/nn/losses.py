@@ -90,6 +90,54 @@ class HuberLoss(Loss):
         return np.where(inside, rz, 0) / self.divisor(d.size)
 
 
+class ClippedGradientL2Loss(Loss):
+    """DQN Zoo's TD loss: half the squared error, with the gradient of each element clipped to
+    [-bound, bound] (default 1/32) *after* the mean's 1/M; over M elements, d = z - t,
+
+        L = (1/M) sum d^2 / 2,   gz = clip(d / M, -bound, bound),   R{gz} = [|d| < bound M] Rz / M.
+
+    Source: ``dqn_zoo/double_q/agent.py`` (the Double DQN of Lyle et al. 2023, A.3) computes
+    ``td = y - Q(s, a)`` per transition, then ``td = rlax.clip_gradient(td, -bound, bound)``,
+    ``losses = rlax.l2_loss(td)`` (= td^2 / 2) and ``loss = jnp.mean(losses)``. ``clip_gradient``
+    is the identity whose VJP clips the incoming cotangent element by element; that cotangent is
+    ``dL/dtd_n = td_n / M``, the mean's 1/M included, so ``dL/dQ_n = -clip(td_n / M, -b, b)``:
+    the clip acts on each element's share of the mean's gradient, not on td itself. With DQN
+    Zoo's batch of 32 and bound 1/32 this is ``clip(d, -1, 1) / 32``, the gradient of
+    ``HuberLoss(delta=1)``, while the value reported is that of the squared error.
+
+    ``gz`` is the exact gradient of ``(1/M) sum huber_{bound M}(d)``, Huber with threshold
+    delta = bound M (gradient ``clip(d, -delta, delta) / M``), not of L: ``backward_r`` is that
+    Huber loss's output Hessian, the derivative of the gradient this loss trains with, so the
+    curvature code measures the curvature of the objective that training follows, while ``L``
+    (and its finite differences) is the squared error. With ``reduction="sum"`` read M as 1.
+    """
+
+    name = "clipped_gradient_l2"
+
+    def __init__(self, reduction="mean", bound=1 / 32):
+        super().__init__(reduction)
+        self.bound = finite_float(bound, "ClippedGradientL2Loss bound", 0, strictly_above=True)
+
+    def __repr__(self):
+        args = [] if self.reduction == "mean" else [f"reduction={self.reduction!r}"]
+        args += [] if self.bound == 1 / 32 else [f"bound={self.bound!r}"]
+        return f"{type(self).__name__}({', '.join(args)})"
+
+    def forward(self, z, t):
+        t = _float_targets(z, t)
+        d = z - t
+        m = self.divisor(d.size)
+        return 0.5 * float(np.vdot(d, d)) / m, (d / m, m)
+
+    def backward(self, cache):
+        share, m = cache
+        return np.clip(share, -self.bound, self.bound)
+
+    def backward_r(self, cache, rz):
+        share, m = cache
+        return np.where(np.abs(share) < self.bound, rz, 0) / m
+
+
 class CrossEntropyLoss(Loss):
     """Softmax cross-entropy (``torch.nn.CrossEntropyLoss(reduction="mean", label_smoothing=0.0)``)
     on logits ``z`` of shape (N, C).
@@ -211,11 +259,13 @@ def _float_targets(z, t):
     return t.astype(z.dtype, copy=False)
 
 
-LOSSES = {"mse": MSELoss, "cross_entropy": CrossEntropyLoss, "huber": HuberLoss}
+LOSSES = {"mse": MSELoss, "cross_entropy": CrossEntropyLoss, "huber": HuberLoss,
+          "clipped_gradient_l2": ClippedGradientL2Loss}
 
 
 def make_loss(name):
-    """The loss called ``name``: one of "mse", "cross_entropy", "huber" (delta 1)."""
+    """The loss called ``name``: one of "mse", "cross_entropy", "huber" (delta 1),
+    "clipped_gradient_l2" (bound 1/32)."""
     try:
         return LOSSES[name]()
     except KeyError:

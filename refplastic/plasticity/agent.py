@@ -24,11 +24,13 @@ def epsilon_greedy(values, epsilon, rng):
 
 def td_targets(rewards, next_target_values, discount, next_online_values=None):
     """``y`` (N,) float64 from the rewards (N,) and the next states' values (N, A) under theta'
-    (and, for Double DQN, under theta to choose the action)."""
+    (and, for Double DQN, under theta to choose the action): ``y = r + discount * bootstrap``.
+    ``discount`` is gamma (a number) or one discount per transition (N,), such as the
+    ``gamma d`` of an episodic MDP (:mod:`refplastic.rl.targets`)."""
     next_target_values = np.asarray(next_target_values, dtype=np.float64)
     if next_online_values is None:
         bootstrap = next_target_values.max(axis=1)
     else:
         chosen = np.argmax(next_online_values, axis=1)
         bootstrap = next_target_values[np.arange(len(chosen)), chosen]
-    return np.asarray(rewards, dtype=np.float64) + discount * bootstrap
+    return np.asarray(rewards, dtype=np.float64) + np.asarray(discount, dtype=np.float64) * bootstrap

@@ -1,0 +1,1 @@
+"""Double DQN on the Arcade Learning Environment (issue 15): environments, replay, network, learner."""
