@@ -21,10 +21,11 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 class Stopped(Exception):
     """A job ended by a stop signal: ``signum``, and the ``step`` it stopped at with whether a
-    checkpoint of that step was ``saved`` (``step`` None for a job without steps)."""
+    checkpoint of that step was ``saved`` (``step`` None for a job without steps); ``unit`` names
+    what the job counts ("step", or "frame" for a DQN run)."""
 
-    def __init__(self, signum, step=None, saved=False):
-        self.signum, self.step, self.saved = signum, step, saved
+    def __init__(self, signum, step=None, saved=False, unit="step"):
+        self.signum, self.step, self.saved, self.unit = signum, step, saved, unit
         super().__init__(self.message())
 
     @property
@@ -36,8 +37,8 @@ class Stopped(Exception):
         if self.step is None:
             return f"stopped by {name}; nothing was written"
         if self.saved:
-            return f"stopped at step {self.step}; resume with the same command"
-        return f"stopped at step {self.step} by {name}; nothing was saved (give --checkpoint FILE to resume)"
+            return f"stopped at {self.unit} {self.step}; resume with the same command"
+        return f"stopped at {self.unit} {self.step} by {name}; nothing was saved (give --checkpoint FILE to resume)"
 
 
 class _State:

@@ -53,6 +53,7 @@ class Contract:
     floats: tuple = ()
     during: tuple = ("h5py", "Group.create_dataset")
     resumable: bool = False
+    directories: tuple = ()  # options naming an output directory (checked in the command's own tests)
 
 
 CONTRACT = {
@@ -75,6 +76,11 @@ CONTRACT = {
                         during=("refplastic.plasticity.results", "comparison")),
     "run": Contract(["--preset", "smoke", "--checkpoint", "OUT:ck.h5", "--out", "OUT:run.h5"],
                     outputs={"--out": cli.RUN, "--checkpoint": "checkpoint"}, integers=("--seed",), resumable=True),
+    "dqn": Contract(["--preset", "smoke", "--checkpoint", "OUT:ck.h5", "--out", "OUT:dqn.h5"],
+                    outputs={"--out": cli.DQN, "--checkpoint": "checkpoint"}, integers=("--seed", "--frames"),
+                    resumable=True),
+    "dqn-report": Contract(["DQN", "DQN2"], inputs={"RUN.h5": "DQN", "second RUN.h5": "DQN2"},
+                           during=("refplastic.rl.report", "summary_rows"), directories=("--out",)),
     "verify": Contract(["SUITE", "--reference", "SUITE2"], inputs={"THEIRS": "SUITE", "--reference": "SUITE2"},
                        floats=("--rtol",), during=("refplastic.reference.verify", "compare")),
 }
@@ -97,7 +103,7 @@ def test_the_table_knows_every_numeric_option_and_output():
         numeric = {o for o, p in options.items() if p.type.name in ("integer", "integer range", "float")}
         assert numeric == set(row.integers) | set(row.floats), name
         paths = {o for o, p in options.items() if isinstance(p.type, click.Path)}
-        assert paths == set(row.outputs) | {i for i in row.inputs if i.startswith("--")}, name
+        assert paths == set(row.outputs) | set(row.directories) | {i for i in row.inputs if i.startswith("--")}, name
         if row.outputs:
             assert "--force" in options, f"{name} writes files and has no --force"
 
@@ -121,8 +127,11 @@ def files(tmp_path_factory):
             src.copy(case[key], group, key)
     assert run("run", "--preset", "smoke", "--out", d / "run.h5").returncode == 0
     shutil.copy(d / "run.h5", d / "run2.h5")
+    assert run("dqn", "--preset", "smoke", "--set", "probe_steps=1", "--out", d / "dqn.h5").returncode == 0
+    shutil.copy(d / "dqn.h5", d / "dqn2.h5")
     return {"NET": d / "net.h5", "INIT": d / "init.h5", "DATA": d / "data.npz", "SUITE": d / "suite.h5",
-            "SUITE2": d / "suite2.h5", "CASE": d / "case.h5", "RUN": d / "run.h5", "RUN2": d / "run2.h5"}
+            "SUITE2": d / "suite2.h5", "CASE": d / "case.h5", "RUN": d / "run.h5", "RUN2": d / "run2.h5",
+            "DQN": d / "dqn.h5", "DQN2": d / "dqn2.h5"}
 
 
 def argv(name, files, out_dir, replace=None):
@@ -303,7 +312,8 @@ def test_a_signal_during_the_work_is_one_line_and_leaves_nothing_behind(files, t
     line = out.stderr.strip().splitlines()[-1]
     assert "Traceback" not in out.stderr and "Error" not in out.stderr, out.stderr
     if CONTRACT[name].resumable:
-        assert line.startswith("stopped at step ") and line.endswith("; resume with the same command"), out.stderr
+        assert line.startswith(("stopped at step ", "stopped at frame ")), out.stderr
+        assert line.endswith("; resume with the same command"), out.stderr
         assert not list(tmp_path.glob("*.tmp-*"))
     else:
         assert line == f"stopped by {signal.Signals(signum).name}; nothing was written", out.stderr
@@ -311,7 +321,7 @@ def test_a_signal_during_the_work_is_one_line_and_leaves_nothing_behind(files, t
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
 
 
-WALL_TIMES = ("seconds", "train_seconds", "probe_seconds")
+WALL_TIMES = ("seconds", "train_seconds", "probe_seconds", "frames_per_second")
 
 
 def saved_numbers(path):
@@ -319,7 +329,8 @@ def saved_numbers(path):
     comparing runs bit for bit."""
     values = {}
     with h5py.File(path, "r") as f:
-        f.visititems(lambda key, obj: values.__setitem__(key, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        f.visititems(lambda key, obj: values.__setitem__(key, obj[()])
+                     if isinstance(obj, h5py.Dataset) and key.rsplit("/", 1)[-1] not in WALL_TIMES else None)
         values.update({f"@{k}": v for k, v in f.attrs.items() if k not in WALL_TIMES})
         if "run" in f:
             values.update({f"run@{k}": v for k, v in f["run"].attrs.items()})
@@ -356,6 +367,8 @@ LONG_RUNS = {
               "--checkpoint", "ck.h5", "--out", "net.h5"],
     "run": ["--preset", "smoke", "--set", "train_steps=3000", "--set", "probe_every=1000", "--set",
             "hessian_density=false", "--checkpoint", "ck.h5", "--out", "net.h5"],
+    "dqn": ["--preset", "smoke", "--frames", "6400", "--set", "checkpoint_every=320", "--set", "statistics=false",
+            "--checkpoint", "ck.h5", "--out", "net.h5"],
 }
 """A run of each resumable command long enough (a few seconds) to be signalled from outside."""
 

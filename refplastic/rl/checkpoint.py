@@ -4,7 +4,8 @@ Layout (version 1), written atomically::
 
     /              attrs: format = "refplastic-dqn-checkpoint", version = 1, config (JSON),
                           frame, updates, evaluations_done, probes_done, status,
-                          diverged_at_frame, learning_resumes_at, seconds (JSON),
+                          diverged_at_frame, learning_resumes_at, seconds (JSON: the wall
+                          times of training, evaluation and probes, and at the last log row),
                           rng (JSON: each stream's bit generator state), window (JSON: the sums
                           of the unfinished training-log row)
     /network/<name>     the online network's state dict (torch names)
@@ -46,7 +47,8 @@ def save_dqn(path, run):
         for name in COUNTERS:
             f.attrs[name] = getattr(run, name)
         f.attrs["status"] = run.status
-        for key, value in (("seconds", run.seconds), ("window", run.window.state_dict()),
+        for key, value in (("seconds", {**run.seconds, "at_last_log_row": run.window.seconds}),
+                           ("window", run.window.state_dict()),
                            ("rng", {name: rng.bit_generator.state for name, rng in run.rngs.items()})):
             f.attrs[key] = json.dumps(value)
         write_dict(f.create_group("network"), run.net.state_dict())
@@ -86,6 +88,7 @@ def _restore(f, path, run):
     if run.status not in ("running", "complete", "diverged") or not 0 <= run.frame <= run.config.frames:
         raise ValueError(f"{path}: status {run.status!r} at frame {run.frame} does not fit the configuration")
     run.seconds = read_json_attr(f, "seconds", path)
+    run.window.seconds = float(run.seconds.pop("at_last_log_row"))
     run.window.load_state_dict(read_json_attr(f, "window", path))
     states = read_json_attr(f, "rng", path)
     if set(states) != set(run.rngs):

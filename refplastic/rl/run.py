@@ -135,7 +135,7 @@ class DQNRun:
             signum = should_stop() if should_stop is not None else None
             if signum:  # an unfinished evaluation or probe point is redone on resume
                 _save(checkpoint, self)
-                raise Stopped(signum, self.frame, saved=checkpoint is not None)
+                raise Stopped(signum, self.frame, saved=checkpoint is not None, unit="frame")
 
         probes, evaluations = probe_frames(c), evaluation_frames(c)
         while not self.finished:
@@ -294,13 +294,14 @@ class _LogWindow:
         self.returns += float(ret)
 
     def state_dict(self):
+        """The sums (numbers of the run; the last row's wall time is kept with the run's seconds)."""
         return {"updates": self.updates, "loss": self.loss, "q": self.q, "episodes": self.episodes,
-                "returns": self.returns, "frame": self.frame, "seconds": self.seconds}
+                "returns": self.returns, "frame": self.frame}
 
     def load_state_dict(self, state):
         self.updates, self.episodes = int(state["updates"]), int(state["episodes"])
         self.loss, self.q, self.returns = float(state["loss"]), float(state["q"]), float(state["returns"])
-        self.frame, self.seconds = int(state["frame"]), float(state["seconds"])
+        self.frame = int(state["frame"])
 
     def flush(self, frame, epsilon, seconds):
         """The row at ``frame`` (means over the window; NaN where it has no update or episode);
