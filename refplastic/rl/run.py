@@ -152,7 +152,8 @@ class DQNRun:
             if self.frame >= c.frames:
                 self.status = "complete"
                 break
-            self._timed("train", self.vector_step)
+            with np.errstate(all="ignore"):  # a diverging run is recorded, not warned about
+                self._timed("train", self.vector_step)
             if self.frame % c.log_every == 0 or self.frame == c.frames or self.finished:
                 append(self.record, "train", **self.window.flush(self.frame, c.epsilon(self.frame),
                                                                  self.seconds["train"]))
@@ -188,16 +189,15 @@ class DQNRun:
         starts = max(c.learning_starts, self.learning_resumes_at)
         if self.frame >= starts:
             updates = self.frame // c.update_period - max(before, starts - 1) // c.update_period
-            with np.errstate(all="ignore"):  # a diverging run is recorded below, not warned about
-                for _ in range(updates):
-                    batch = self.replay.sample(c.batch_size, self.rngs["replay"])
-                    loss, q_mean = learner_step(self.net, self.target, self.optimizer, self.loss, batch,
-                                                c.discount, c.double_q)
-                    self.updates += 1
-                    self.window.update(loss, q_mean)
-                    if not (np.isfinite(loss) and np.all(np.isfinite(self.net.flat))):
-                        self.status, self.diverged_at = "diverged", self.frame
-                        return
+            for _ in range(updates):
+                batch = self.replay.sample(c.batch_size, self.rngs["replay"])
+                loss, q_mean = learner_step(self.net, self.target, self.optimizer, self.loss, batch, c.discount,
+                                            c.double_q)
+                self.updates += 1
+                self.window.update(loss, q_mean)
+                if not (np.isfinite(loss) and np.all(np.isfinite(self.net.flat))):
+                    self.status, self.diverged_at = "diverged", self.frame
+                    return
             if self.frame // c.target_update_period > before // c.target_update_period:
                 update_target(self.net, self.target)
 
