@@ -152,8 +152,7 @@ class DQNRun:
             if self.frame >= c.frames:
                 self.status = "complete"
                 break
-            with np.errstate(all="ignore"):  # a diverging run is recorded, not warned about
-                self._timed("train", self.vector_step)
+            self._timed("train", self.vector_step)
             if self.frame % c.log_every == 0 or self.frame == c.frames or self.finished:
                 append(self.record, "train", **self.window.flush(self.frame, c.epsilon(self.frame),
                                                                  self.seconds["train"]))
@@ -166,7 +165,8 @@ class DQNRun:
 
     def _timed(self, kind, method, *args):
         started = time.perf_counter()
-        method(*args)
+        with np.errstate(all="ignore"):  # a diverging run is recorded as data, not warned about
+            method(*args)
         self.seconds[kind] += time.perf_counter() - started
 
     def vector_step(self):
