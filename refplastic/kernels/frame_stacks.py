@@ -11,13 +11,18 @@ except that a frame older than an episode's first frame in the same stack is 0 (
 the newest frame, every frame after the first one met with ``first`` set): ale-py's own stacks
 after a reset, ``[0, 0, 0, f0]``, ``[0, 0, f0, f1]``, ...
 
-:func:`frame_stacks` fills both stacks in one pass over the B transitions (Numba);
-:func:`frame_stacks_naive` is its NumPy twin: one fancy-indexed gather of the S + 1 frames of each
-transition, the zeros set through a mask, and a copy into each output. Measured for batch 32 of
-the Nature CNN's 4 x 84 x 84 stacks from a 100k-slot buffer (``python -m
-refplastic.kernels.frame_stacks``, this 2-core EPYC): the kernel takes about 0.10 ms, the twin
-about 0.30 ms: both are small beside a learner step (tens of milliseconds), and the kernel is kept
-because the replay samples on every update and it allocates nothing but its outputs.
+:func:`frame_stacks` fills both stacks in one pass over the B transitions (Numba, frames flattened
+so that each copy is one vectorised loop); :func:`frame_stacks_naive` is its NumPy twin: one
+fancy-indexed gather of the S + 1 frames of each transition, the zeros set through a mask, and a
+copy into each output. Measured for batch 32 of 4 x 84 x 84 stacks drawn at random from a
+100k-slot buffer (``python -m refplastic.kernels.frame_stacks [--keep-memory]``; the project's
+2-core EPYC, other jobs running): with freed memory kept in the process
+(:func:`refplastic.malloc.keep_freed_memory`) the kernel takes 0.15-0.20 ms and the twin 1.3-1.9
+ms, its temporaries (five frames per transition, masked copies, casts) costing more than the copy
+itself; without, both pay about 0.7 ms more for faulting in the outputs' fresh pages (0.9 and
+3.4-3.5 ms). The kernel saves 1.2-2.6 ms a minibatch, a few percent of a Nature CNN learner step
+at batch 32 (float32: 105 ms measured beside the same jobs, tens of milliseconds on an idle
+machine), so the replay samples through it.
 """
 
 import numpy as np
@@ -77,8 +82,9 @@ def frame_stacks_naive(frames, first, envs, slots, stack):
     return tuple(stacks)
 
 
-def _measure(batch=32, ring=25_000, rings=4, repeats=200):
-    """Mean seconds of each function on random slots of a (rings, ring, 84, 84) buffer."""
+def _measure(batch=32, ring=25_000, rings=4, repeats=500):
+    """Mean seconds of each function on random slots of a (rings, ring, 84, 84) buffer, after
+    warming up (the first calls also pay for the outputs' fresh pages)."""
     import time
 
     rng = np.random.default_rng(0)
@@ -86,7 +92,8 @@ def _measure(batch=32, ring=25_000, rings=4, repeats=200):
     first = rng.random((rings, ring)) < 0.01
     times = {}
     for function in (frame_stacks, frame_stacks_naive):
-        function(frames, first, np.zeros(batch, np.int64), np.zeros(batch, np.int64), 4)  # compile, warm up
+        for _ in range(50):
+            function(frames, first, rng.integers(0, rings, batch), rng.integers(0, ring, batch), 4)
         started = time.perf_counter()
         for _ in range(repeats):
             function(frames, first, rng.integers(0, rings, batch), rng.integers(0, ring, batch), 4)
@@ -95,5 +102,11 @@ def _measure(batch=32, ring=25_000, rings=4, repeats=200):
 
 
 if __name__ == "__main__":
+    import sys
+
+    from ..malloc import keep_freed_memory
+
+    if "--keep-memory" in sys.argv:
+        keep_freed_memory()
     for name, seconds in _measure().items():
-        print(f"{name}: {seconds * 1e3:.3f} ms per batch of 32")
+        print(f"{name}: {seconds * 1e3:.3f} ms for a batch of 32")
