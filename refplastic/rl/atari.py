@@ -23,8 +23,9 @@ checked by ``tests/test_rl_atari.py``:
   same actions gives identical observations, rewards and lives whatever the other sub-environments
   do, whatever ``num_threads`` is, and with sticky actions too (their draws come from the emulator's
   generator, seeded by ``s``). The price: reloading the ROM takes about 0.09 s per reset on this
-  machine (2-core EPYC; 0.006-0.011 s for an unseeded reset), paid once per episode: under 1% of
-  the time of a 1,000-step episode at 154 agent steps per second.
+  machine (2-core EPYC; up to 0.2 s beside other jobs; 0.006-0.011 s for an unseeded reset), once
+  per episode: at 154 agent steps per second and 1,000-step episodes (random Pong), 0.154 resets a
+  second, 1.4% of the time.
 * **ale-py's ``reward_clipping`` clamps the reward in C++** and returns int32: the game's score
   would be lost. This class builds ale-py with ``reward_clipping=False`` and returns both the game
   reward (for returns) and, with ``reward_clip`` > 0, ``clip(r, -reward_clip, reward_clip)`` (for
@@ -49,8 +50,9 @@ Generator that draws the seeds is the caller's, and so is saving its state.
 rebuilds every sub-environment by replaying: it steps all of them together over the last ``L``
 steps, ``L`` the longest current episode so far, resetting sub-environment ``i`` (seeded as
 recorded) at the step its episode began and giving it a no-op before then. Its cost is replaying
-at most one episode: ``L`` vector steps and up to N seeded resets (Pong, 4 sub-environments on one
-thread: about 800 vector steps per second, so 27,000 steps take about half a minute).
+at most one episode: ``L`` vector steps and up to N seeded resets (4 Pong sub-environments: 400-800
+vector steps per second on this machine, busy to idle, so 27,000 steps take half a minute to a
+minute).
 """
 
 import difflib

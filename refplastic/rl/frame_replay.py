@@ -31,10 +31,9 @@ mid-episode, whose older frames are gone and whose episode's first frame is not 
 at most 3 per ring). Draws and redraws come from the Generator in order, so a sample is a function
 of the buffer and the Generator's state.
 
-*Gathering.* A minibatch is (B, 5) frames per transition (s_t's four and s_{t+1}'s newest), copied
-out with zeros where an episode began. Measured for batch 32 (``tests/test_rl_frame_replay.py``
-times both): NumPy's fancy indexing and masking, and ``refplastic.kernels.frame_stacks``, a Numba
-kernel that writes both stacks in one pass; see that module for the numbers and the choice.
+*Gathering.* A minibatch is rebuilt by :func:`refplastic.kernels.frame_stacks.frame_stacks`, a
+Numba kernel that copies both stacks of each transition in one pass (0.15-0.2 ms for batch 32,
+where its NumPy twin takes 1.3-3.5 ms: that module has the measurements).
 """
 
 import numpy as np
@@ -193,18 +192,14 @@ class FrameReplay:
         if count.shape != (self.num_envs,) or count.dtype.kind not in "iu" or count.min() < 0:
             raise ValueError(f"replay count must be {self.num_envs} non-negative integers, got {count.dtype}{count.shape}")
         used = int(min(count.max(), self.ring))
-        expected = {"frames": ((self.num_envs, used) + self.frame_shape, "u"), "actions": ((self.num_envs, used), "iu"),
-                    "rewards": ((self.num_envs, used), "f"), "discounts": ((self.num_envs, used), "f"),
-                    "first": ((self.num_envs, used), "b"), "terminal": ((self.num_envs, used), "b")}
+        kinds = {"frames": "u", "actions": "iu", "rewards": "f", "discounts": "f", "first": "b", "terminal": "b"}
         arrays = {}
-        for name, (shape, kinds) in expected.items():
-            array = np.asarray(state[name])
-            if array.shape != shape or array.dtype.kind not in kinds:
+        for name, kind in kinds.items():
+            array, shape = np.asarray(state[name]), (self.num_envs, used) + (self.frame_shape if name == "frames" else ())
+            if array.shape != shape or array.dtype.kind not in kind or (name == "frames" and array.dtype != np.uint8):
                 raise ValueError(f"replay {name}: {array.dtype}{array.shape} in the checkpoint, {shape} of "
-                                 f"{'uint8' if name == 'frames' else SLOT_FIELDS[name].__name__} expected here")
+                                 f"{np.dtype(SLOT_FIELDS.get(name, np.uint8)).name} expected here")
             arrays[name] = array
-        if arrays["frames"].dtype != np.uint8:
-            raise ValueError(f"replay frames must be uint8, got {arrays['frames'].dtype}")
         for name in ("rewards", "discounts"):
             if not np.all(np.isfinite(arrays[name])):
                 raise ValueError(f"replay {name} contains NaN or infinity")
