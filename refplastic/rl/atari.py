@@ -1,190 +1,262 @@
-"""N Atari games stepped together, on ale-py's native vector environment, with resets we control.
+"""N sub-environments of one Atari game stepped together in ale-py's C++ threads, resumable exactly.
 
-``ale_py.vector_env.AtariVectorEnv`` (ale-py 0.12, ROMs inside the wheel) runs N emulators in
-C++ threads and preprocesses natively, without OpenCV: ``frameskip`` = 4 emulator frames per
-action with the maximum over the last two (``maxpool``), 84 x 84 grayscale, stacks of the last 4
-preprocessed frames, 1-``noop_max`` random no-ops after each reset, sticky actions with
-``sticky_actions`` probability (DQN Zoo: none; gymnasium's ``ALE/...-v5`` registration: 0.25),
-and episodes cut after ``max_episode_frames`` emulator frames (truncation). This class adds:
+:class:`AtariEnvironments` wraps ``ale_py.vector_env.AtariVectorEnv`` (ale-py 0.12.1, whose wheel
+ships the ROMs): each agent step repeats the action for ``frameskip`` emulator frames, takes the
+pixel-wise maximum of the last two (``maxpool``), converts the 210x160 screen to gray and shrinks
+it to 84x84 by area averaging (OpenCV's ``INTER_AREA`` compiled into ale-py; nothing imported
+from Python), and stacks the last ``stack`` frames, oldest first: observations are (N, 4, 84, 84)
+uint8. Facts of ale-py 0.12.1 this module builds on, read in its C++ (``src/ale/vector/``) and
+checked by ``tests/test_rl_atari.py``:
 
-- **Resets with recorded seeds.** When an episode ends (terminated or truncated) the class
-  resets that environment at once, with a seed drawn from the :class:`numpy.random.Generator`
-  it was given (``reset(seed=..., options={"reset_mask": ...})``). The vector environment's
-  own autoreset (``NextStep``) therefore never fires. A reset with seed s followed by the same
-  actions gives the same observations, rewards and lives, whatever the other environments do
-  and however many threads step them (tests/test_rl_atari.py); the no-ops and sticky actions
-  are drawn from that seed.
-- **Whole games and life loss.** ``episodic_life`` is off: an episode is a whole game, its
-  return the unclipped game score. A life lost (``info["lives"]`` going down) is reported per
-  step so that the learner can end bootstrapping there, as DQN Zoo does
-  (``zero_discount_on_life_loss``); rewards are clipped by the learner, not here.
-- **Checkpoints without emulator snapshots.** The vector interface cannot save an emulator's
-  state, so :meth:`state_dict` keeps, for each environment, the seed of its current episode and
-  the actions taken since; :meth:`load_state_dict` rebuilds every emulator by replaying them,
-  each environment reset at the step its episode began (dummy actions before). That costs the
-  time of stepping through the longest current episode once: at most 27,000 agent steps
-  (108,000 frames), seconds in practice.
+* **After a reset the stack holds zeros for the missing frames**: ``[0, 0, 0, f0]``, then
+  ``[0, 0, f0, f1]`` after one step, and so on (ale-py clears its stack at a reset); the replay
+  buffer (:mod:`.frame_replay`) restacks observations the same way.
+* **Resets are ours.** ale-py 0.12.1 has no ``autoreset_mode="Disabled"`` (only ``NextStep`` and
+  ``SameStep``; "Disabled" is refused). With ``NextStep`` a sub-environment whose episode ended
+  would reset itself, unseeded, at the next step; this class resets it first, right after the
+  step that ended it (``reset(seed=..., options={"reset_mask": mask})``, a partial reset of just
+  those sub-environments), with a seed drawn from the Generator it was given, so ale-py's own reset
+  never happens. A step's ``observations`` are then the next episode's first where one ended, and
+  its ``final_frames`` the ended episode's last.
+* **A seed and the actions determine an episode, bit for bit.** A reset with seed ``s`` reloads the
+  ROM with ale-py's ``random_seed = s`` and reseeds the no-op draw, so the same seed followed by the
+  same actions gives identical observations, rewards and lives whatever the other sub-environments
+  do, whatever ``num_threads`` is, and with sticky actions too (their draws come from the emulator's
+  generator, seeded by ``s``). The price: reloading the ROM takes about 0.09 s per reset on this
+  machine (2-core EPYC; up to 0.2 s beside other jobs; 0.006-0.011 s for an unseeded reset), once
+  per episode: at 154 agent steps per second and 1,000-step episodes (random Pong), 0.154 resets a
+  second, 1.4% of the time.
+* **ale-py's ``reward_clipping`` clamps the reward in C++** and returns int32: the game's score
+  would be lost. This class builds ale-py with ``reward_clipping=False`` and returns both the game
+  reward (for returns) and, with ``reward_clip`` > 0, ``clip(r, -reward_clip, reward_clip)`` (for
+  learning; DQN Zoo clips to 1).
+* **The frame cap counts emulator frames after the reset's no-ops**: an episode is truncated when
+  ``max_episode_frames`` frames have been played, after at most
+  ``ceil(max_episode_frames / frameskip)`` agent steps (27,000 at 108,000 frames and frameskip 4).
+  ``truncated`` is that cap; ``terminated`` is the game's end.
+* **No-ops**: after a reset ale-py plays ``U{0..noop_max-1}`` no-op *frames* (one fewer after
+  FIRE when ``fire_reset`` and the game has FIRE). DQN Zoo plays 1 to 30 no-op frames;
+  ``noop_max=31`` gives 0 to 30.
 
-Right after a reset the stacked observation holds the first preprocessed frame last and zeros
-before it, ``[0, 0, 0, f0]``; then ``[0, 0, f0, f1]``, and so on (measured on ale-py 0.12.1; the
-replay buffer restacks frames the same way, refplastic.rl.frame_replay).
+Life loss does not end an episode (``episodic_life=False``: a game goes on across lives, as in DQN
+Zoo); each step reports ``life_lost`` (``info["lives"]`` fell), so that the learner can end the
+bootstrap there, while returns are those of whole games.
+
+*Checkpoints without emulator state.* The vector interface cannot clone or restore an emulator, so
+the object keeps, per sub-environment, the seed of its current episode and the actions taken since
+that episode began (at most 27,000 at 108k frames): :meth:`AtariEnvironments.state_dict`. The
+Generator that draws the seeds is the caller's, and so is saving its state.
+:meth:`~AtariEnvironments.load_state_dict`, on a fresh object built with the same arguments,
+rebuilds every sub-environment by replaying: it steps all of them together over the last ``L``
+steps, ``L`` the longest current episode so far, resetting sub-environment ``i`` (seeded as
+recorded) at the step its episode began and giving it a no-op before then. Its cost is replaying
+at most one episode: ``L`` vector steps and up to N seeded resets (4 Pong sub-environments: 400-800
+vector steps per second on this machine, busy to idle, so 27,000 steps take half a minute to a
+minute).
 """
 
 import difflib
+import math
 from typing import NamedTuple
 
 import numpy as np
 
-from .scores import SCORES
+from ..config_fields import ConfigError
+from .scores import REFERENCE_SCORES
 
-GAMES = tuple(sorted(SCORES))
-"""The 57 games of the Atari-57 benchmark, by their ale-py ROM names (all in ale-py 0.12's wheel)."""
-
+GAMES = {name: name for name in REFERENCE_SCORES}
+"""The 57 games of the Atari-57 benchmark, by their snake_case names, each mapped to the ROM id
+``AtariVectorEnv`` takes. In ale-py 0.12.1 every one is the same string (tests/test_rl_atari.py
+loads each ROM); a later renaming changes the values here."""
 FRAME_SHAPE = (84, 84)
 STACK = 4
-SEED_RANGE = 2**31  # reset seeds are drawn in [0, 2^31)
+SEED_BOUND = 2 ** 31 - 1  # reset seeds in [0, 2^31 - 1): a C++ int, and a negative one means "unseeded" to ale-py
+NOOP = 0  # the action of a sub-environment whose episode has not begun yet in a replay
 
 
 def check_game(name):
-    """``name`` if it is one of :data:`GAMES`; else a ValueError ("game ...") with close matches."""
-    if name in GAMES:
+    """``name`` if it is one of :data:`GAMES`, else a one-line :class:`ConfigError` (a ValueError)
+    naming the field ``game`` and the closest names."""
+    if isinstance(name, str) and name in GAMES:
         return name
-    close = difflib.get_close_matches(str(name).lower().replace("-", "_").replace(" ", "_"), GAMES, n=3)
-    hint = f"did you mean {', '.join(close)}?" if close else "refplastic.rl.atari.GAMES lists the 57"
-    raise ValueError(f"game {name!r} is not one of the Atari-57 games; {hint}")
+    close = difflib.get_close_matches(str(name).lower().replace("-", "_").replace(" ", "_"), list(GAMES), n=3)
+    hint = f" (did you mean {' or '.join(close)}?)" if close else " (refplastic.rl.atari.GAMES lists them)"
+    raise ConfigError("game", f"{name!r} is not one of the 57 Atari-57 games{hint}")
 
 
 class EnvStep(NamedTuple):
-    """What one step of the N environments gives (arrays of N).
+    """What one step of the N sub-environments gives; ended episodes are reset already."""
 
-    ``observations`` (N, 4, 84, 84) uint8: what the next actions are chosen on (a new episode's
-    first observation where one ended); ``final_frames`` (N, 84, 84): the newest frame each
-    environment reached *before* any reset (an ended episode's last frame); ``rewards`` the
-    unclipped rewards; ``terminated``, ``truncated`` (by the frame cap), ``life_lost`` bools;
-    ``episode_returns``, ``episode_lengths`` (agent steps) of the episodes that ended here (NaN
-    and 0 elsewhere).
-    """
-
-    observations: np.ndarray
-    final_frames: np.ndarray
-    rewards: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
-    life_lost: np.ndarray
-    episode_returns: np.ndarray
-    episode_lengths: np.ndarray
+    observations: np.ndarray     # (N, stack, H, W) uint8: what the agent acts on next (a new episode's first where one ended)
+    final_frames: np.ndarray     # (N, H, W) uint8: the newest frame the actions led to, before any reset (an ended episode's last)
+    rewards: np.ndarray          # (N,) float64: clip(r, -reward_clip, reward_clip), or r if reward_clip is 0
+    game_rewards: np.ndarray     # (N,) float64: r, the change of the game's score
+    terminated: np.ndarray       # (N,) bool: the game ended
+    truncated: np.ndarray        # (N,) bool: the frame cap ended the episode (not a termination)
+    life_lost: np.ndarray        # (N,) bool: the number of lives fell at this step
+    episode_returns: np.ndarray  # (N,) float64: an ended episode's game score (sum of r), NaN elsewhere
+    episode_lengths: np.ndarray  # (N,) int64: an ended episode's agent steps, 0 elsewhere
 
     @property
     def ended(self):
+        """(N,) bool: the episode ended (terminated or truncated) and the sub-environment was reset."""
         return self.terminated | self.truncated
 
     def ended_episodes(self):
-        """``(environments, returns, lengths)`` of the episodes that ended at this step."""
+        """``(sub-environments, returns, lengths)`` of the episodes that ended at this step."""
         index = np.flatnonzero(self.ended)
         return index, self.episode_returns[index], self.episode_lengths[index]
 
 
 class AtariEnvironments:
-    """``num_envs`` environments of ``game``; reset seeds drawn from ``rng``."""
+    """``num_envs`` sub-environments of ``game``, reset with seeds drawn from ``rng`` (a
+    ``numpy.random.Generator``). The defaults are DQN Zoo's (no sticky actions, no FIRE at reset,
+    108,000 frames per episode), except ``noop_max`` (module docstring) and ``reward_clip`` (0: the
+    caller clips).
+    """
 
-    def __init__(self, game, num_envs, rng, *, num_threads=1, frameskip=4, sticky_actions=0.0, noop_max=30,
-                 fire_reset=False, max_episode_frames=108_000):
-        from ale_py.vector_env import AtariVectorEnv
+    def __init__(self, game, num_envs, rng, *, num_threads=1, frameskip=4, image_size=FRAME_SHAPE[0], stack=STACK,
+                 maxpool=True, noop_max=30, sticky_actions=0.0, full_action_space=False, max_episode_frames=108_000,
+                 reward_clip=0.0, fire_reset=False):
+        from ale_py.vector_env import AtariVectorEnv  # here: importing ale-py and gymnasium takes a quarter of a second
 
-        self.game, self.num_envs, self.rng = check_game(game), int(num_envs), rng
-        self.env = AtariVectorEnv(self.game, self.num_envs, num_threads=num_threads, frameskip=frameskip,
-                                  repeat_action_probability=sticky_actions, noop_max=noop_max,
-                                  use_fire_reset=fire_reset, max_num_frames_per_episode=max_episode_frames,
-                                  img_height=FRAME_SHAPE[0], img_width=FRAME_SHAPE[1], grayscale=True,
-                                  stack_num=STACK, maxpool=True, episodic_life=False, reward_clipping=False,
-                                  autoreset_mode="NextStep")
-        self.num_actions = int(self.env.single_action_space.n)
-        self.single_observation_space = self.env.single_observation_space
-        self.single_action_space = self.env.single_action_space
-        self.seeds = np.zeros(self.num_envs, np.int64)      # each current episode's reset seed
-        self.histories = [[] for _ in range(self.num_envs)]  # each current episode's actions
-        self.returns = np.zeros(self.num_envs)              # each current episode's score so far
-        self.lives = np.zeros(self.num_envs, np.int64)
-        self.first = np.ones(self.num_envs, bool)           # observations are an episode's first
-        self.observations = None
+        self.game = check_game(game)
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+        self.num_envs, self.rng, self.reward_clip = int(num_envs), rng, float(reward_clip)
+        self._env = AtariVectorEnv(
+            GAMES[game], self.num_envs, num_threads=num_threads, autoreset_mode="NextStep",
+            max_num_frames_per_episode=max_episode_frames, repeat_action_probability=sticky_actions,
+            full_action_space=full_action_space, img_height=image_size, img_width=image_size, grayscale=True,
+            stack_num=stack, frameskip=frameskip, maxpool=maxpool, noop_max=noop_max, episodic_life=False,
+            reward_clipping=False, use_fire_reset=fire_reset)
+        self.single_observation_space = self._env.single_observation_space
+        self.single_action_space = self._env.single_action_space
+        self.num_actions = int(self.single_action_space.n)
+        self.max_episode_steps = math.ceil(max_episode_frames / frameskip)
+        n = self.num_envs
+        self.seeds = np.zeros(n, np.int64)       # each sub-environment's current episode: its seed,
+        self.steps = np.zeros(n, np.int64)       # its agent steps so far,
+        self.actions = np.zeros((n, self.max_episode_steps), np.uint8)  # its actions (the first `steps`),
+        self.returns = np.zeros(n, np.float64)   # its game score so far,
+        self.lives = np.zeros(n, np.int64)       # and the lives after the last step
+        self.observations = None                 # (N, stack, H, W): what the agent acts on next
+
+    @property
+    def first(self):
+        """(N,) bool: :attr:`observations` are an episode's first (no action taken since its reset)."""
+        return self.steps == 0
 
     def reset(self):
-        """Reset every environment with a fresh seed; the observations (N, 4, 84, 84)."""
-        seeds = self.rng.integers(0, SEED_RANGE, size=self.num_envs)
-        return self._reset(np.ones(self.num_envs, bool), seeds)
-
-    def _reset(self, mask, seeds):
-        observations, info = self.env.reset(seed=seeds, options={"reset_mask": mask})
-        for i in np.flatnonzero(mask):
-            self.histories[i] = []
-        self.seeds[mask] = seeds
-        self.returns[mask] = 0.0
-        self.lives[mask] = info["lives"][mask]
-        self.first = mask.copy() if self.observations is not None else np.ones(self.num_envs, bool)
-        self.observations = observations if self.observations is None else np.where(
-            mask[:, None, None, None], observations, self.observations)
-        return self.observations
+        """Begin a new episode in every sub-environment; the first observations, (N, stack, H, W) uint8."""
+        return self._begin(np.ones(self.num_envs, bool))
 
     def step(self, actions):
-        """Take ``actions`` (N,) ints; the :class:`EnvStep` (ended episodes are reset already)."""
-        actions = np.asarray(actions, dtype=np.int64)
-        observations, rewards, terminated, truncated, info = self.env.step(actions)
-        for history, action in zip(self.histories, actions.tolist()):
-            history.append(action)
-        rewards = np.asarray(rewards, dtype=np.float64)
-        self.returns += rewards
-        lives = np.asarray(info["lives"], dtype=np.int64)
+        """Act with ``actions`` (N integers below :attr:`num_actions`) in every sub-environment; an
+        :class:`EnvStep`."""
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs,) or actions.dtype.kind not in "iu" or (
+                actions.min() < 0 or actions.max() >= self.num_actions):
+            raise ValueError(f"actions must be {self.num_envs} integers in [0, {self.num_actions}), "
+                             f"got {actions.dtype} of shape {actions.shape}")
+        if self.observations is None:
+            raise ValueError("step() before reset(): the sub-environments have no episode yet")
+        self.actions[np.arange(self.num_envs), self.steps] = actions
+        observations, game_rewards, terminated, truncated, info = self._env.step(actions.astype(np.int64))
+        self.steps += 1
+        game_rewards = game_rewards.astype(np.float64)
+        self.returns += game_rewards
+        lives = info["lives"].astype(np.int64)
         life_lost = lives < self.lives
         self.lives = lives
-        terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool) & ~np.asarray(terminated)
         ended = terminated | truncated
         episode_returns = np.where(ended, self.returns, np.nan)
-        episode_lengths = np.where(ended, [len(h) for h in self.histories], 0)
-        final_frames = observations[:, -1].copy()
+        episode_lengths = np.where(ended, self.steps, 0)
         self.observations = observations
-        self.first = np.zeros(self.num_envs, bool)
         if ended.any():
-            self._reset(ended, self.rng.integers(0, SEED_RANGE, size=int(ended.sum())))
-        return EnvStep(self.observations, final_frames, rewards, terminated, truncated, life_lost,
+            self._begin(ended)
+        rewards = np.clip(game_rewards, -self.reward_clip, self.reward_clip) if self.reward_clip > 0 else game_rewards
+        return EnvStep(self.observations, observations[:, -1], rewards, game_rewards, terminated, truncated, life_lost,
                        episode_returns, episode_lengths)
 
-    def close(self):
-        self.env.close()
+    def _begin(self, mask):
+        """Reset the sub-environments of ``mask`` with fresh seeds from the Generator; the observations of all."""
+        seeds = self.rng.integers(0, SEED_BOUND, size=int(mask.sum()))
+        observations, info = self._env.reset(seed=seeds, options={"reset_mask": mask})
+        self.seeds[mask] = seeds
+        self.steps[mask] = 0
+        self.returns[mask] = 0.0
+        self.lives[mask] = info["lives"][mask]
+        self.observations = observations
+        return observations
 
-    # ---- checkpoints ------------------------------------------------------------------------------
     def state_dict(self):
-        """Each environment's current episode: its reset ``seeds`` (N,), the ``actions`` since, all
-        in one array, and their ``lengths`` (N,)."""
-        lengths = np.array([len(h) for h in self.histories], np.int64)
-        actions = np.array([a for h in self.histories for a in h], np.int64)
-        return {"seeds": self.seeds.copy(), "actions": actions, "lengths": lengths}
+        """``episode_seeds`` (N,), ``episode_steps`` (N,) and ``episode_actions`` (N, L) uint8, L the
+        longest current episode: row i's first ``episode_steps[i]`` entries are sub-environment i's
+        actions since its episode began, the rest 0. The Generator's state is the caller's to save."""
+        if self.observations is None:
+            raise ValueError("state_dict() before reset(): nothing to save")
+        longest = int(self.steps.max())
+        return {"episode_seeds": self.seeds.copy(), "episode_steps": self.steps.copy(),
+                "episode_actions": self.actions[:, :longest].copy()}
 
     def load_state_dict(self, state, rng):
-        """Rebuild the emulators of :meth:`state_dict` by replaying each current episode (see the
-        module docstring); ``rng`` is the generator that draws the reset seeds from here on."""
-        seeds, lengths = np.asarray(state["seeds"], np.int64), np.asarray(state["lengths"], np.int64)
-        actions = np.asarray(state["actions"], np.int64)
-        if seeds.shape != (self.num_envs,) or lengths.shape != (self.num_envs,) or lengths.min() < 0 \
-                or actions.shape != (int(lengths.sum()),) or ((actions < 0) | (actions >= self.num_actions)).any():
-            raise ValueError(f"environments: seeds, lengths and actions do not fit {self.num_envs} environments "
-                             f"of {self.num_actions} actions")
-        histories = np.split(actions, np.cumsum(lengths)[:-1])
-        longest = int(lengths.max())
-        starts = longest - lengths  # the replay step at which each environment's episode begins
-        self.observations = None
-        self._reset(np.ones(self.num_envs, bool), seeds)
-        for t in range(longest):
-            starting = (starts == t) & (t > 0)
-            if starting.any():
-                self._reset(starting, seeds[starting])
-            step_actions = np.array([h[t - s] if t >= s else 0 for h, s in zip(histories, starts)])
-            observations, rewards, _, _, info = self.env.step(step_actions)
-            self.returns += np.where(t >= starts, rewards, 0.0)
-            self.lives = np.asarray(info["lives"], np.int64)
-            self.observations = observations
-        just_reset = (starts == longest) & (longest > 0)
-        if just_reset.any():
-            self._reset(just_reset, seeds[just_reset])
-        self.histories = [list(h.tolist()) for h in histories]
-        self.first = lengths == 0
+        """Rebuild the state :meth:`state_dict` saved, on an object built with the same arguments,
+        by replaying the current episodes (module docstring); ``rng``, in the state the saved
+        object's Generator was in, draws the reset seeds from here on. A field that does not fit,
+        or a replay that does not follow the saved episodes, raises a one-line ValueError naming it."""
+        seeds, steps, actions = _checked(state, self.num_envs, self.max_episode_steps, self.num_actions)
+        longest = actions.shape[1]
+        start = longest - steps  # the replay step at which each sub-environment's episode begins
+        everything = np.ones(self.num_envs, bool)
+        observations, info = self._env.reset(seed=seeds, options={"reset_mask": everything})
+        returns = np.zeros(self.num_envs)
+        envs = np.arange(self.num_envs)
+        for t in range(longest + 1):
+            beginning = start == t
+            if t > 0 and beginning.any():
+                observations, info = self._env.reset(seed=seeds[beginning], options={"reset_mask": beginning})
+            if t == longest:
+                break
+            playing = t >= start
+            step_actions = np.where(playing, actions[envs, np.maximum(t - start, 0)], NOOP)
+            observations, game_rewards, terminated, truncated, info = self._env.step(step_actions)
+            returns += np.where(playing, game_rewards, 0)
+            ended = playing & (terminated | truncated)
+            if ended.any():
+                i = int(np.argmax(ended))
+                raise ValueError(f"environment replay diverged: the episode of sub-environment {i} ended after "
+                                 f"{t + 1 - start[i]} of its {steps[i]} saved steps (another game, ale-py version "
+                                 f"or environment setting?)")
+        self.seeds[:], self.steps[:], self.returns[:] = seeds, steps, returns
+        self.actions[:] = 0
+        self.actions[:, :longest] = actions
+        self.lives[:] = info["lives"]
+        self.observations = observations
         self.rng = rng
+
+    def close(self):
+        self._env.close()
+
+
+def _checked(state, num_envs, max_steps, num_actions):
+    """``(seeds, steps, actions)`` of an environment state dict, as int64 arrays, each checked."""
+    arrays = {}
+    for name in ("episode_seeds", "episode_steps", "episode_actions"):
+        if name not in state:
+            raise ValueError(f"environment {name} is missing")
+        array = np.asarray(state[name])
+        if array.dtype.kind not in "iu":
+            raise ValueError(f"environment {name} must hold integers, got {array.dtype}")
+        arrays[name] = array.astype(np.int64)
+    seeds, steps, actions = arrays["episode_seeds"], arrays["episode_steps"], arrays["episode_actions"]
+    if seeds.shape != (num_envs,) or seeds.min() < 0 or seeds.max() >= SEED_BOUND:
+        raise ValueError(f"environment episode_seeds must be {num_envs} seeds in [0, {SEED_BOUND}), "
+                         f"got shape {seeds.shape}")
+    if steps.shape != (num_envs,) or steps.min() < 0 or steps.max() >= max_steps:
+        raise ValueError(f"environment episode_steps must be {num_envs} step counts in [0, {max_steps}), "
+                         f"got shape {steps.shape}")
+    if actions.shape != (num_envs, steps.max()) or (actions.size and (actions.min() < 0 or actions.max() >= num_actions)):
+        raise ValueError(f"environment episode_actions must be ({num_envs}, {steps.max()}) actions in "
+                         f"[0, {num_actions}), got shape {actions.shape}")
+    return seeds, steps, actions
