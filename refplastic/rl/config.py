@@ -12,10 +12,10 @@ Presets (:data:`PRESETS`):
   DQN Zoo has 1M and 0.01) and its LayerNorm switch (``--layernorm``).
 - ``cleanrl``: CleanRL's ``dqn_atari.py`` (Huang et al. 2022): DQN (not double), Adam 1e-4, MSE,
   replay 1M, target every 1000 agent steps, fire on reset, 10M agent steps.
-- ``laptop``: what makes Pong learn soonest on a 2-core machine (results/dqn-laptop.md): Lapan
-  (2018, "Deep Reinforcement Learning Hands-On", ch. 6)'s Pong settings (Adam 1e-4, replay
-  10k, target every 1000 agent steps, epsilon 1 -> 0.02 over 100k agent steps), a smaller
-  update ratio for speed and a few probe points.
+- ``laptop``: for Pong on a 2-core machine: Lapan (2018, "Deep Reinforcement Learning
+  Hands-On", ch. 6)'s Pong settings (Adam 1e-4, target every 1000 agent steps, epsilon 1 ->
+  0.02 over 100k agent steps), with a replay of 100k, DQN Zoo's update ratio (one learner step
+  every 4 agent steps) for speed, and a few small probe points.
 - ``smoke``: every part of a run (acting, learning, target updates, evaluation, probes,
   statistics, checkpoints) in seconds, for tests.
 
