@@ -367,7 +367,7 @@ LONG_RUNS = {
               "--checkpoint", "ck.h5", "--out", "net.h5"],
     "run": ["--preset", "smoke", "--set", "train_steps=3000", "--set", "probe_every=1000", "--set",
             "hessian_density=false", "--checkpoint", "ck.h5", "--out", "net.h5"],
-    "dqn": ["--preset", "smoke", "--frames", "6400", "--set", "checkpoint_every=320", "--set", "statistics=false",
+    "dqn": ["--preset", "smoke", "--frames", "3200", "--set", "checkpoint_every=160", "--set", "statistics=false",
             "--checkpoint", "ck.h5", "--out", "net.h5"],
 }
 """A run of each resumable command long enough (a few seconds) to be signalled from outside."""

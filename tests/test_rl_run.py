@@ -87,9 +87,9 @@ def test_set_reads_each_field_as_its_type():
 
 
 def test_schedules_of_evaluations_and_probes():
-    c = preset("smoke", frames=2720)  # learning starts at 1280, probes every 1280, evaluations every 1280
-    assert evaluation_frames(c) == [0, 1280, 2560, 2720]
-    assert probe_frames(c) == [1280, 2560, 2720]
+    c = preset("smoke", frames=2080)  # learning starts at 640, probes every 640, evaluations every 960
+    assert evaluation_frames(c) == [0, 960, 1920, 2080]
+    assert probe_frames(c) == [640, 1280, 1920, 2080]
 
 
 def test_epsilon_greedy_explores_with_probability_epsilon():
@@ -127,7 +127,7 @@ def test_the_same_seed_gives_the_same_numbers(whole):
     assert not np.array_equal(other.net.flat, whole.net.flat)
 
 
-@pytest.mark.parametrize("calls", [7, 130, 333, 455])
+@pytest.mark.parametrize("calls", [7, 120, 250, 390])  # of 399 in a smoke run
 def test_a_run_stopped_anywhere_resumes_bit_identically(whole, tmp_path, calls):
     """Stopped at a random point (during an evaluation, a probe or training), saved, loaded into a
     fresh run: the rest gives the numbers of the uninterrupted run."""
@@ -157,7 +157,7 @@ def test_a_checkpoint_without_the_replay_buffer_refills_it_before_learning(tmp_p
 
     def should_stop():
         count[0] += 1
-        return 15 if count[0] == 250 else None  # in training, after learning started
+        return 15 if count[0] == 200 else None  # in training, after learning started
 
     with pytest.raises(Stopped):
         part.run(checkpoint=lambda r: save_dqn(checkpoint, r), should_stop=should_stop)
@@ -175,7 +175,7 @@ def test_a_checkpoint_of_another_config_is_refused(tmp_path):
     checkpoint = tmp_path / "ck.h5"
     finished = DQNRun(preset("smoke", frames=1280, **SMOKE))
     finished.run(checkpoint=lambda r: save_dqn(checkpoint, r))
-    with pytest.raises(ValueError, match=r"different configuration: frames 2560 here, 1280 in the file"):
+    with pytest.raises(ValueError, match=r"different configuration: frames 1920 here, 1280 in the file"):
         load_dqn(checkpoint, preset("smoke", **SMOKE))
 
 
