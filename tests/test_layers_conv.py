@@ -6,7 +6,8 @@ import torch
 from oracle import check_layer, check_network
 
 from refplastic.nn import Flatten, Linear, MSELoss, Network, ReLU
-from refplastic.nn.conv import Conv2d, Im2col, SpaceToDepth, weight_product
+from refplastic.nn.conv import (SMALL_PRODUCT, Conv2d, Im2col, SpaceToDepth, blocked_product, column_block,
+                                weight_product)
 from refplastic.nn.pool import MaxPool2d
 
 DTYPES = [np.float64, np.float32]
@@ -267,3 +268,35 @@ def test_weight_product_is_g_times_lowered_transposed_in_either_orientation(rows
     rng = np.random.default_rng(0)
     g, lowered = rng.normal(size=(rows, 40)), rng.normal(size=(depth, 40))
     np.testing.assert_allclose(weight_product(g, lowered), g @ lowered.T, rtol=1e-13)
+
+
+@pytest.mark.parametrize("rows,depth,columns,width", [
+    (16, 75, 16384, 820), (16, 144, 4096, 410), (16, 75, 500, 500), (64, 576, 1568, 1568), (4, 75, 4096, 2048)])
+def test_column_block_keeps_blocks_small_for_openblas(rows, depth, columns, width):
+    """Blocks of at most SMALL_PRODUCT multiply-adds, evened out; one block when the product is small
+    already or when the blocks would be narrower than MIN_BLOCK (the DQN network's 3x3 layer)."""
+    assert column_block(rows, depth, columns) == width
+    assert width == columns or rows * depth * width <= SMALL_PRODUCT
+
+
+@pytest.mark.parametrize("a_shape,b_shape", [((16, 75), (75, 2000)), ((2, 16, 75), (2, 75, 2000)),
+                                             ((2, 16, 75), (1, 75, 2000)), ((3, 8), (8, 10))])
+def test_blocked_product_is_the_matrix_product(a_shape, b_shape):
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=a_shape), rng.normal(size=b_shape)
+    np.testing.assert_allclose(blocked_product(a, b), a @ b, rtol=1e-13, atol=1e-13)
+
+
+def test_weight_product_sums_blocks_when_the_result_is_small():
+    rng = np.random.default_rng(0)
+    g, lowered = rng.normal(size=(2, 16, 3000)), rng.normal(size=(2, 75, 3000))  # 16 x 75 = SMALL_TN
+    np.testing.assert_allclose(weight_product(g, lowered), g @ lowered.transpose(0, 2, 1), rtol=1e-12, atol=1e-11)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("args,x_shape", [((3, 4, 5, 2, 2), (16, 3, 32, 32)), ((16, 16, 3, 2, 1), (16, 16, 16, 16))],
+                         ids=repr)
+def test_conv2d_with_blocked_products_against_torch(args, x_shape, dtype):
+    """The probe CNN's geometries at a batch whose products are cut into blocks (forward, input and,
+    for the first, weight gradient)."""
+    check_layer(Conv2d(*args), x_shape, np.random.default_rng(0), dtype, fd=False)

@@ -82,17 +82,69 @@ def batch_first(a):
     return a.transpose(0, 4, 1, 2, 3)
 
 
+SMALL_PRODUCT = 1_000_000
+"""Multiply-adds up to which OpenBLAS computes a product with its *small-matrix kernels* (x86-64
+with AVX-512, SkylakeX and later: its ``gemm_small_kernel_permit``), which read the operands where
+they lie instead of packing them first and run on one thread. For a convolution with few output
+channels, ``Wm @ L`` (16 x 75 by 75 x 16384 for the probe CNN's first layer, batch 64) takes 0.9 ms
+on the packing path and 0.45 ms as 20 products of 833 columns (float32, one thread;
+docs/performance.md)."""
+MIN_BLOCK = 256
+"""The fewest columns a block may have: narrower blocks lose more to calls than they gain."""
+SMALL_TN = 1200
+"""The largest result (M N entries) for which OpenBLAS takes the small-matrix kernel with a
+transposed first operand, the case of the weight gradient ``g @ L^T`` (``gemm_small_kernel_permit``)."""
+
+
+def column_block(rows, depth, columns):
+    """The width of the blocks of columns into which :func:`blocked_product` cuts a product of
+    (rows, depth) by (depth, columns): the most columns for which a block has at most
+    :data:`SMALL_PRODUCT` multiply-adds, evened out over the blocks; ``columns`` (one block) when
+    the product is that small already or the blocks would be narrower than :data:`MIN_BLOCK`."""
+    width = SMALL_PRODUCT // (rows * depth)
+    if width < MIN_BLOCK or columns <= width:
+        return columns
+    blocks = -(-columns // width)
+    return -(-columns // blocks)
+
+
+def blocked_product(a, b):
+    """``a @ b`` for a (..., M, K) and b (..., K, N), computed block of columns by block of columns
+    (:func:`column_block`) so that each block's product is one for OpenBLAS's small-matrix kernels."""
+    width = column_block(a.shape[-2], a.shape[-1], b.shape[-1])
+    if width == b.shape[-1]:
+        return a @ b
+    out = np.empty((*np.broadcast_shapes(a.shape[:-2], b.shape[:-2]), a.shape[-2], b.shape[-1]), np.result_type(a, b))
+    for start in range(0, b.shape[-1], width):
+        np.matmul(a, b[..., start:start + width], out=out[..., start:start + width])
+    return out
+
+
+def _oriented_weight_product(g, lowered):
+    if g.shape[-2] >= lowered.shape[-2]:
+        return g @ np.swapaxes(lowered, -1, -2)
+    return np.swapaxes(lowered @ np.swapaxes(g, -1, -2), -1, -2)
+
+
 def weight_product(g, lowered):
     """``g @ lowered^T`` (G, R, D), for ``g`` (G, R, P N) and ``lowered`` (G, D, P N), with the longer
     of R and D as the rows of each BLAS product: OpenBLAS splits a product between its threads
     along the rows of its result, so ``(lowered @ g^T)^T`` is the faster when D > R
     (docs/performance.md). A ``lowered`` of one group shared by every group of ``g`` (see
-    :func:`shares_input`) takes one product for all of them, ``(G R, P N) @ (P N, D)``."""
+    :func:`shares_input`) takes one product for all of them, ``(G R, P N) @ (P N, D)``. When the
+    result has at most :data:`SMALL_TN` entries, the sum over P N is taken in blocks of
+    ``SMALL_PRODUCT / (R D)`` columns, each a product for OpenBLAS's small-matrix kernels, and the
+    blocks' products are added up."""
     if len(lowered) == 1 and len(g) > 1:
         return (g.reshape(-1, g.shape[-1]) @ lowered[0].T).reshape(*g.shape[:-1], -1)
-    if g.shape[-2] >= lowered.shape[-2]:
-        return g @ np.swapaxes(lowered, -1, -2)
-    return np.swapaxes(lowered @ np.swapaxes(g, -1, -2), -1, -2)
+    rows, depth, columns = g.shape[-2], lowered.shape[-2], g.shape[-1]
+    if rows * depth > SMALL_TN:
+        return _oriented_weight_product(g, lowered)
+    width = column_block(rows, depth, columns)
+    out = _oriented_weight_product(g[..., :width], lowered[..., :width])
+    for start in range(width, columns, width):
+        out += _oriented_weight_product(g[..., start:start + width], lowered[..., start:start + width])
+    return out
 
 
 class Im2col:
@@ -246,10 +298,10 @@ class Conv2d(Layer):
         if shares_input(x):  # every group convolves the same images: lower them once, one product
             lowered = low.lower(x[:1])
             matrix = low.matrix(weight)
-            z = (matrix.reshape(-1, matrix.shape[-1]) @ lowered[0]).reshape(*matrix.shape[:-1], -1)
+            z = blocked_product(matrix.reshape(-1, matrix.shape[-1]), lowered[0]).reshape(*matrix.shape[:-1], -1)
             return low.expand(z, out_hw, bias), lowered
         lowered = low.lower(x)
-        return low.expand(low.matrix(weight) @ lowered, out_hw, bias), lowered
+        return low.expand(blocked_product(low.matrix(weight), lowered), out_hw, bias), lowered
 
     def _convolve_backward(self, x_shape, lowered, gy, weight, grads, need_input_grad):
         """The adjoint of :meth:`_convolve` for G stacks: ``gW[g] = unmatrix(contract(gy)[g] @ L[g]^T)``
@@ -263,7 +315,7 @@ class Conv2d(Layer):
                 np.sum(gy, axis=(1, 3, 4), out=grads["bias"])
         if not need_input_grad:
             return None
-        return low.lower_adjoint(np.swapaxes(low.matrix(weight), -1, -2) @ g, x_shape)
+        return low.lower_adjoint(blocked_product(np.swapaxes(low.matrix(weight), -1, -2), g), x_shape)
 
     def forward(self, x):
         """``y = expand(Wm @ L) + b`` with ``L = lower(x)``; the cache is ``(x.shape, L)``."""
