@@ -287,9 +287,12 @@ def test_blocked_product_is_the_matrix_product(a_shape, b_shape):
     np.testing.assert_allclose(blocked_product(a, b), a @ b, rtol=1e-13, atol=1e-13)
 
 
-def test_weight_product_sums_blocks_when_the_result_is_small():
+@pytest.mark.parametrize("rows,depth", [(16, 75), (16, 144), (8, 300), (70, 10)])
+def test_weight_product_in_groups_and_blocks_is_g_times_lowered_transposed(rows, depth):
+    """Few rows: groups of at most SMALL_TN entries of the result (one group of 16 x 75, two of 16 x 72,
+    two of 8 x 150; 70 x 10 is one) and the sum over the columns in blocks."""
     rng = np.random.default_rng(0)
-    g, lowered = rng.normal(size=(2, 16, 3000)), rng.normal(size=(2, 75, 3000))  # 16 x 75 = SMALL_TN
+    g, lowered = rng.normal(size=(2, rows, 3000)), rng.normal(size=(2, depth, 3000))
     np.testing.assert_allclose(weight_product(g, lowered), g @ lowered.transpose(0, 2, 1), rtol=1e-12, atol=1e-11)
 
 

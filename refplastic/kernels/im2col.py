@@ -139,22 +139,35 @@ def _col2im(cols, kh, kw, sh, sw, ph, pw, oh, ow, x):
                             add_runs(dst, to, sw * B, src, out, B, stop - first, B)
 
 
-IMAGES_PER_BLOCK = 8  # see _batch_last_copy
+TILE = 8  # see _batch_last_copy
 
 
 @njit(cache=True)
 def _batch_last_copy(x, out):
-    # out[g, m, b] = x[g, b, m]: each group's (B, M) matrix transposed, in blocks of 8 rows. The
-    # rows of a batch of 32x32 images lie 4 KiB apart, so the 64 rows of a plain column-by-column
-    # loop all map to the same set of the 8-way L1 cache and evict each other: 1.9 ms for ten
-    # batches of 64 such images (float32), as NumPy's transposed copy; in blocks of 8, 0.49 ms.
+    # out[g, m, b] = x[g, b, m]: each group's (B, M) matrix transposed, in tiles of 8 images by 8
+    # values. The rows of a batch of 32x32 images lie 4 KiB apart, so the 64 rows of a plain
+    # column-by-column loop all map to the same set of the 8-way L1 cache and evict each other:
+    # 1.9 ms for ten batches of 64 such images (float32), as NumPy's transposed copy; in blocks of
+    # 8 images, 0.49 ms. A whole tile's loops have constant bounds, which LLVM unrolls and turns
+    # into vector shuffles: 0.061 ms against 0.151 for one batch of 64 3x32x32 images (float32).
     G, B, M = x.shape
+    src = x.reshape(-1)
+    dst = out.reshape(-1)
+    whole_b, whole_m = B - B % TILE, M - M % TILE  # the tiles that are whole
     for g in range(G):
-        for b0 in range(0, B, IMAGES_PER_BLOCK):
-            b1 = min(B, b0 + IMAGES_PER_BLOCK)
-            for m in range(M):
-                for b in range(b0, b1):
-                    out[g, m, b] = x[g, b, m]
+        for b0 in range(0, B, TILE):
+            nb = min(TILE, B - b0)
+            for m0 in range(0, M, TILE):
+                frm = uint64((g * B + b0) * M + m0)  # x[g, b0, m0]
+                to = uint64((g * M + m0) * B + b0)  # out[g, m0, b0]
+                if b0 < whole_b and m0 < whole_m:
+                    for k in range(TILE):
+                        for m in range(TILE):
+                            dst[to + uint64(m * B + k)] = src[frm + uint64(k * M + m)]
+                else:
+                    for k in range(nb):
+                        for m in range(min(TILE, M - m0)):
+                            dst[to + uint64(m * B + k)] = src[frm + uint64(k * M + m)]
 
 
 def batch_last_copy(x):

@@ -87,13 +87,15 @@ SMALL_PRODUCT = 1_000_000
 with AVX-512, SkylakeX and later: its ``gemm_small_kernel_permit``), which read the operands where
 they lie instead of packing them first and run on one thread. For a convolution with few output
 channels, ``Wm @ L`` (16 x 75 by 75 x 16384 for the probe CNN's first layer, batch 64) takes 0.9 ms
-on the packing path and 0.45 ms as 20 products of 833 columns (float32, one thread;
+on the packing path and 0.45 ms as 20 products of 820 columns (float32, one thread;
 docs/performance.md)."""
 MIN_BLOCK = 256
 """The fewest columns a block may have: narrower blocks lose more to calls than they gain."""
 SMALL_TN = 1200
 """The largest result (M N entries) for which OpenBLAS takes the small-matrix kernel with a
 transposed first operand, the case of the weight gradient ``g @ L^T`` (``gemm_small_kernel_permit``)."""
+MIN_GROUP = 64
+"""The fewest columns of a weight gradient's group (:func:`weight_product`)."""
 
 
 def column_block(rows, depth, columns):
@@ -131,19 +133,28 @@ def weight_product(g, lowered):
     of R and D as the rows of each BLAS product: OpenBLAS splits a product between its threads
     along the rows of its result, so ``(lowered @ g^T)^T`` is the faster when D > R
     (docs/performance.md). A ``lowered`` of one group shared by every group of ``g`` (see
-    :func:`shares_input`) takes one product for all of them, ``(G R, P N) @ (P N, D)``. When the
-    result has at most :data:`SMALL_TN` entries, the sum over P N is taken in blocks of
-    ``SMALL_PRODUCT / (R D)`` columns, each a product for OpenBLAS's small-matrix kernels, and the
-    blocks' products are added up."""
+    :func:`shares_input`) takes one product for all of them, ``(G R, P N) @ (P N, D)``.
+
+    With few rows R, the result is made in groups of columns of at most :data:`SMALL_TN` entries
+    (``SMALL_TN / R`` columns, at least :data:`MIN_GROUP`), and each group's sum over P N in
+    blocks of :func:`column_block` columns, each a product for OpenBLAS's small-matrix kernels,
+    added up: 90 GFLOP/s against 72 for the probe CNN's second layer (16 x 4096 by 4096 x 144,
+    float32, one thread)."""
     if len(lowered) == 1 and len(g) > 1:
         return (g.reshape(-1, g.shape[-1]) @ lowered[0].T).reshape(*g.shape[:-1], -1)
     rows, depth, columns = g.shape[-2], lowered.shape[-2], g.shape[-1]
-    if rows * depth > SMALL_TN:
+    group = min(depth, SMALL_TN // rows)
+    if group < min(depth, MIN_GROUP):
         return _oriented_weight_product(g, lowered)
-    width = column_block(rows, depth, columns)
-    out = _oriented_weight_product(g[..., :width], lowered[..., :width])
-    for start in range(width, columns, width):
-        out += _oriented_weight_product(g[..., start:start + width], lowered[..., start:start + width])
+    group = -(-depth // -(-depth // group))  # evened out over the groups
+    out = np.empty((*g.shape[:-1], depth), np.result_type(g, lowered))
+    for first in range(0, depth, group):
+        part = lowered[..., first:first + group, :]
+        width = column_block(rows, part.shape[-2], columns)
+        total = _oriented_weight_product(g[..., :width], part[..., :width])
+        for start in range(width, columns, width):
+            total += _oriented_weight_product(g[..., start:start + width], part[..., start:start + width])
+        out[..., first:first + group] = total
     return out
 
 
