@@ -303,3 +303,28 @@ def test_conv2d_with_blocked_products_against_torch(args, x_shape, dtype):
     """The probe CNN's geometries at a batch whose products are cut into blocks (forward, input and,
     for the first, weight gradient)."""
     check_layer(Conv2d(*args), x_shape, np.random.default_rng(0), dtype, fd=False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_blocked_ensemble_maps_are_the_lone_maps_bit_for_bit(dtype):
+    """A geometry whose forward pass lowers and multiplies block by block (and keeps the images):
+    the ensemble maps make the same products member by member as the lone maps, so they agree
+    exactly; the R-maps lower the kept images whole."""
+    E, rng = 2, np.random.default_rng(3)
+    layer = Conv2d(4, 16, 5, 2, 2)
+    assert layer._pixel_block(16, (1, 8, 4, 32, 32))  # blocked
+    layer.params = {k: rng.normal(size=(E, *s)).astype(dtype) for k, s in layer.param_shapes.items()}
+    x = rng.normal(size=(E, 8, 4, 32, 32)).astype(dtype)
+    y, cache = layer.ensemble_forward(x)
+    gy = rng.normal(size=y.shape).astype(dtype)
+    grads = {k: np.empty((E, *s), dtype) for k, s in layer.param_shapes.items()}
+    gx = layer.ensemble_backward(cache, gy, grads)
+    members = [Conv2d(4, 16, 5, 2, 2) for _ in range(E)]
+    for e, member in enumerate(members):
+        member.params = {k: v[e] for k, v in layer.params.items()}
+        ye, ce = member.forward(x[e])
+        ge = {k: np.empty(s, dtype) for k, s in member.param_shapes.items()}
+        np.testing.assert_array_equal(ye, y[e])
+        np.testing.assert_array_equal(member.backward(ce, gy[e], ge), gx[e])
+        for k in ge:
+            np.testing.assert_array_equal(ge[k], grads[k][e])

@@ -86,31 +86,37 @@ def _inside(j, pad, stride, size, count):
 
 
 @njit(cache=True)
-def _im2col(x, kh, kw, sh, sw, ph, pw, oh, ow, cols):
+def _im2col(x, kh, kw, sh, sw, ph, pw, oh, ow, first, stop, cols):
+    # The columns of the output pixels first <= p < stop (p = oy ow + ox), as cols[g, (c, i, j), (p - first, b)].
     G, C, H, W, B = x.shape
     src = x.reshape(-1)
     dst = cols.reshape(-1)
+    width = (stop - first) * B  # a row of cols
     for g in range(G):
         for c in range(C):
             image = (g * C + c) * H * W * B  # x[g, c]
             for i in range(kh):
-                for oy in range(oh):
+                for oy in range(first // ow, (stop - 1) // ow + 1):
+                    lo, hi = max(0, first - oy * ow), min(ow, stop - oy * ow)  # the row's pixels in the range
                     iy = oy * sh + i - ph
                     for j in range(kw):
-                        out = ((((g * C + c) * kh + i) * kw + j) * oh + oy) * ow * B  # cols[g, (c, i, j), (oy, 0, 0)]
+                        out = (((g * C + c) * kh + i) * kw + j) * width + (oy * ow + lo - first) * B  # cols[g, (c, i, j), (oy, lo, 0)]
                         if iy < 0 or iy >= H:  # a row of padding
-                            fill_zeros(dst, uint64(out), ow * B)
+                            fill_zeros(dst, uint64(out), (hi - lo) * B)
                             continue
-                        first, stop = _inside(j, pw, sw, W, ow)
-                        fill_zeros(dst, uint64(out), first * B)
-                        if stop > first:  # the runs of the output row inside the image
-                            at = uint64(out + first * B)
-                            frm = uint64(image + (iy * W + first * sw + j - pw) * B)  # x[g, c, iy, first sw + j - pw]
+                        start, end = _inside(j, pw, sw, W, ow)
+                        if lo > 0 or hi < ow:  # part of a row: its pixels inside the image
+                            start = min(max(start, lo), hi)
+                            end = max(min(end, hi), start)
+                        fill_zeros(dst, uint64(out), (start - lo) * B)
+                        if end > start:  # the runs of the output row inside the image
+                            at = uint64(out + (start - lo) * B)
+                            frm = uint64(image + (iy * W + start * sw + j - pw) * B)  # x[g, c, iy, start sw + j - pw]
                             if sw == 1:
-                                copy_runs(dst, at, 0, src, frm, 0, 1, (stop - first) * B)
+                                copy_runs(dst, at, 0, src, frm, 0, 1, (end - start) * B)
                             else:
-                                copy_runs(dst, at, B, src, frm, sw * B, stop - first, B)
-                        fill_zeros(dst, uint64(out + stop * B), (ow - stop) * B)
+                                copy_runs(dst, at, B, src, frm, sw * B, end - start, B)
+                        fill_zeros(dst, uint64(out + (end - lo) * B), (hi - end) * B)
 
 
 @njit(cache=True)
@@ -210,8 +216,20 @@ def im2col(x, kernel, stride, padding):
     G, C, H, W, B = x.shape
     oh, ow = conv_output_hw((H, W), kernel, stride, padding)
     cols = np.empty((G, C * kernel[0] * kernel[1], oh * ow * B), x.dtype)
-    _im2col(batch_last_copy(x), *kernel, *stride, *padding, oh, ow, cols)
+    _im2col(batch_last_copy(x), *kernel, *stride, *padding, oh, ow, 0, oh * ow, cols)
     return cols
+
+
+def im2col_pixels(x, kernel, stride, padding, first, stop, out=None):
+    """The columns of :func:`im2col` for the output pixels ``first <= p < stop`` (p = oy OW + ox),
+    ``cols[:, :, first B:stop B]``, of shape (G, C kh kw, (stop - first) B), written into ``out``
+    if given, from C-contiguous batch-last images ``x`` (:func:`batch_last_copy`)."""
+    G, C, H, W, B = x.shape
+    oh, ow = conv_output_hw((H, W), kernel, stride, padding)
+    if out is None:
+        out = np.empty((G, C * kernel[0] * kernel[1], (stop - first) * B), x.dtype)
+    _im2col(x, *kernel, *stride, *padding, oh, ow, first, stop, out)
+    return out
 
 
 def col2im(cols, x_shape, kernel, stride, padding):
@@ -229,6 +247,12 @@ def col2im(cols, x_shape, kernel, stride, padding):
 def batch_last_copy_naive(x):
     """NumPy twin of :func:`batch_last_copy`."""
     return np.ascontiguousarray(x)
+
+
+def im2col_pixels_naive(x, kernel, stride, padding, first, stop):
+    """NumPy twin of :func:`im2col_pixels`: a slice of :func:`im2col_naive`."""
+    B = x.shape[-1]
+    return im2col_naive(x, kernel, stride, padding)[:, :, first * B:stop * B]
 
 
 def im2col_naive(x, kernel, stride, padding):

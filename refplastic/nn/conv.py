@@ -37,16 +37,21 @@ anywhere else; an output is a *view* (N, O, OH, OW) of memory laid out (O, OH, O
 elementwise layers keep and the next convolution then lowers without a copy. Im2col copies an
 input in any other layout into that one first; space-to-depth reads any layout as it is.
 
-The forward pass keeps ``L`` for the other maps; the K tangents of the R-maps are a leading
+The forward pass keeps ``L`` for the other maps, or, when it lowers and multiplies block by block
+(below), the batch-last images, which the backward pass lowers again block by block and the other
+maps whole. The K tangents of the R-maps are a leading
 axis of the same products (the lowering of Rx is done for all K at once). The ensemble maps are
 the forward and backward rows for each member e, ``y[e] = conv(x[e], W[e]) + b[e]`` and so on,
 with the members as the lowerings' leading group axis: one lowering of all E N images, whose
 member e is ``L[e]`` (D, P N), and batched products over E.
 """
 
+import math
+
 import numpy as np
 
-from ..kernels.im2col import col2im, conv_output_hw, crop_images, im2col, pad_images
+from ..kernels.im2col import (batch_last_copy, col2im, conv_output_hw, crop_images, im2col, im2col_pixels,
+                              pad_images)
 from ..kernels.space_to_depth import (block_weight, depth_to_space, shift_add, shift_scatter, space_to_depth,
                                       unblock_weight)
 from .arguments import as_pair, positive_int
@@ -122,10 +127,27 @@ def blocked_product(a, b):
     return out
 
 
+def block_of(buffer, lead, rows, columns):
+    """A C-contiguous (*lead, rows, columns) array in the first entries of the flat ``buffer``."""
+    return buffer[:math.prod(lead) * rows * columns].reshape(*lead, rows, columns)
+
+
 def _oriented_weight_product(g, lowered):
     if g.shape[-2] >= lowered.shape[-2]:
         return g @ np.swapaxes(lowered, -1, -2)
     return np.swapaxes(lowered @ np.swapaxes(g, -1, -2), -1, -2)
+
+
+def weight_groups(rows, depth):
+    """The column ranges ``(start, stop)`` of the groups in which :func:`weight_product` makes a
+    weight gradient of ``rows`` x ``depth``: groups of at most :data:`SMALL_TN` entries (``SMALL_TN /
+    rows`` columns, evened out), or one group of all columns when such groups would have fewer
+    than :data:`MIN_GROUP` columns."""
+    group = min(depth, SMALL_TN // rows)
+    if group < min(depth, MIN_GROUP):
+        group = depth
+    group = -(-depth // -(-depth // group))
+    return [(start, min(depth, start + group)) for start in range(0, depth, group)]
 
 
 def weight_product(g, lowered):
@@ -136,25 +158,23 @@ def weight_product(g, lowered):
     :func:`shares_input`) takes one product for all of them, ``(G R, P N) @ (P N, D)``.
 
     With few rows R, the result is made in groups of columns of at most :data:`SMALL_TN` entries
-    (``SMALL_TN / R`` columns, at least :data:`MIN_GROUP`), and each group's sum over P N in
-    blocks of :func:`column_block` columns, each a product for OpenBLAS's small-matrix kernels,
-    added up: 90 GFLOP/s against 72 for the probe CNN's second layer (16 x 4096 by 4096 x 144,
-    float32, one thread)."""
+    (:func:`weight_groups`), and each group's sum over P N in blocks of :func:`column_block`
+    columns, each a product for OpenBLAS's small-matrix kernels, added up: 90 GFLOP/s against 72
+    for the probe CNN's second layer (16 x 4096 by 4096 x 144, float32, one thread)."""
     if len(lowered) == 1 and len(g) > 1:
         return (g.reshape(-1, g.shape[-1]) @ lowered[0].T).reshape(*g.shape[:-1], -1)
     rows, depth, columns = g.shape[-2], lowered.shape[-2], g.shape[-1]
-    group = min(depth, SMALL_TN // rows)
-    if group < min(depth, MIN_GROUP):
+    groups = weight_groups(rows, depth)
+    if len(groups) == 1 and rows * depth > SMALL_TN:
         return _oriented_weight_product(g, lowered)
-    group = -(-depth // -(-depth // group))  # evened out over the groups
     out = np.empty((*g.shape[:-1], depth), np.result_type(g, lowered))
-    for first in range(0, depth, group):
-        part = lowered[..., first:first + group, :]
-        width = column_block(rows, part.shape[-2], columns)
+    for first, stop in groups:
+        width = column_block(rows, stop - first, columns)
+        part = lowered[..., first:stop, :]
         total = _oriented_weight_product(g[..., :width], part[..., :width])
         for start in range(width, columns, width):
             total += _oriented_weight_product(g[..., start:start + width], part[..., start:start + width])
-        out[..., first:first + group] = total
+        out[..., first:stop] = total
     return out
 
 
@@ -167,6 +187,16 @@ class Im2col:
     def lower(self, x):
         """(G, N, C, H, W) -> ``cols`` (G, C kh kw, OH OW N)."""
         return im2col(batch_last(x), self.kernel, self.stride, self.padding)
+
+    def images(self, x):
+        """(G, N, C, H, W) -> the C-contiguous batch-last images (G, C, H, W, N) that
+        :meth:`lower_pixels` lowers (a copy unless ``x`` is a view of such memory)."""
+        return batch_last_copy(batch_last(x))
+
+    def lower_pixels(self, images, first, stop, out=None):
+        """The columns ``cols[:, :, first N:stop N]`` of the output pixels ``first <= p < stop`` from
+        :meth:`images`, written into ``out`` if given."""
+        return im2col_pixels(images, self.kernel, self.stride, self.padding, first, stop, out)
 
     def lower_adjoint(self, cols, x_shape):
         """col2im: (G, C kh kw, OH OW N) -> images of shape ``x_shape`` (G, N, C, H, W)."""
@@ -290,8 +320,8 @@ class Conv2d(Layer):
         """Per-example parameter gradients from a forward cache and the output cotangent ``gy``:
         ``out["weight"][n] = corr(gy_n, x_n)`` (N, O, C, kh, kw) and ``out["bias"][n] = sum gy_n``.
         The gradient of :meth:`backward` is their sum over n."""
-        x_shape, lowered = cache
-        n, low = x_shape[0], self.lowering
+        x_shape, stored = cache
+        n, low, lowered = x_shape[0], self.lowering, self._lowered(stored[None])[0]
         g = low.contract(gy[None])[0]  # (R, P N)
         g3 = g.reshape(g.shape[0], -1, n).transpose(2, 0, 1)  # (N, R, P)
         gw = g3 @ lowered.reshape(lowered.shape[0], -1, n).transpose(2, 1, 0)  # (N, R, D)
@@ -300,46 +330,110 @@ class Conv2d(Layer):
             np.sum(gy, axis=(2, 3), out=out["bias"])
 
     # ---- the four maps, and the ensemble's two ------------------------------------------------
+    def _pixel_block(self, rows, x_shape):
+        """Output pixels per block of a forward pass that lowers and multiplies block by block: the
+        most for which a block's product, ``rows`` by C kh kw by pixels N, is one for OpenBLAS's
+        small-matrix kernels (:data:`SMALL_PRODUCT`), evened out over the blocks; 0 (lower whole)
+        for the space-to-depth lowering, and when that is less than one pixel or all of them.
+        ``x_shape`` (G, N, C, H, W)."""
+        N, C = x_shape[1:3]
+        pixels = int(np.prod(conv_output_hw(x_shape[3:], self.kernel_size, self.stride, self.padding)))
+        block = SMALL_PRODUCT // (rows * C * self.kernel_size[0] * self.kernel_size[1] * N)
+        if not isinstance(self.lowering, Im2col) or block < 1 or block >= pixels:
+            return 0
+        return -(-pixels // -(-pixels // block))
+
+    def _lowered(self, stored):
+        """``L`` (G, D, P N) from what the forward pass stored: ``L`` itself, or the batch-last images
+        (G, C, H, W, N) of a blocked forward pass, lowered now."""
+        return im2col(stored, self.kernel_size, self.stride, self.padding) if stored.ndim == 5 else stored
+
     def _convolve(self, x, out_hw, weight, bias):
-        """``(y, L)`` for G stacks of images convolved each with its own weight:
+        """``(y, stored)`` for G stacks of images convolved each with its own weight:
         ``y[g] = expand(Wm[g] @ L[g]) + b[g]`` with ``L = lower(x)``, one lowering for all G N
         images and one batched product; x (G, N, C, H, W), ``out_hw`` from :meth:`output_hw`,
-        weight (G, O, C, kh, kw), bias (G, O) or ``None``."""
+        weight (G, O, C, kh, kw), bias (G, O) or ``None``. ``stored`` is L, or, when the product
+        is made block by block (:meth:`_pixel_block`: each block of output pixels lowered into
+        a buffer that stays in cache and multiplied at once, its bias added), the batch-last
+        images (:meth:`Im2col.images`)."""
         low = self.lowering
         if shares_input(x):  # every group convolves the same images: lower them once, one product
             lowered = low.lower(x[:1])
             matrix = low.matrix(weight)
             z = blocked_product(matrix.reshape(-1, matrix.shape[-1]), lowered[0]).reshape(*matrix.shape[:-1], -1)
             return low.expand(z, out_hw, bias), lowered
-        lowered = low.lower(x)
-        return low.expand(blocked_product(low.matrix(weight), lowered), out_hw, bias), lowered
+        matrix = low.matrix(weight)
+        block = self._pixel_block(matrix.shape[-2], x.shape)
+        if not block:
+            lowered = low.lower(x)
+            return low.expand(blocked_product(matrix, lowered), out_hw, bias), lowered
+        images = low.images(x)
+        G, n, pixels = len(x), x.shape[1], out_hw[0] * out_hw[1]
+        z = np.empty((G, matrix.shape[-2], pixels * n), images.dtype)
+        buffer = np.empty(G * matrix.shape[-1] * block * n, images.dtype)
+        for first in range(0, pixels, block):
+            stop = min(pixels, first + block)
+            part = z[..., first * n:stop * n]
+            np.matmul(matrix, low.lower_pixels(images, first, stop, block_of(buffer, part.shape[:-2], matrix.shape[-1], part.shape[-1])), out=part)
+            if bias is not None:
+                part += bias[..., None]
+        return low.expand(z, out_hw), images
 
-    def _convolve_backward(self, x_shape, lowered, gy, weight, grads, need_input_grad):
+    def _convolve_backward(self, x_shape, stored, gy, weight, grads, need_input_grad):
         """The adjoint of :meth:`_convolve` for G stacks: ``gW[g] = unmatrix(contract(gy)[g] @ L[g]^T)``
         and ``gb[g] = sum gy[g]`` written into ``grads`` (arrays with the leading G; ``None`` skips
-        them); returns ``gx[g] = lower^T(Wm[g]^T @ contract(gy)[g])`` (G, N, C, H, W) if asked."""
+        them); returns ``gx[g] = lower^T(Wm[g]^T @ contract(gy)[g])`` (G, N, C, H, W) if asked.
+        From stored images (a blocked forward pass) the weight gradient is summed over the same
+        blocks, each lowered again into a buffer that stays in cache."""
         low = self.lowering
         g = low.contract(gy)  # (G, R, P N)
         if grads is not None:
-            low.unmatrix(weight_product(g, lowered), grads["weight"])
+            if stored.ndim == 5:
+                gw = self._weight_product_blocks(g, stored, x_shape)
+            else:
+                gw = weight_product(g, stored)
+            low.unmatrix(gw, grads["weight"])
             if self.bias:
                 np.sum(gy, axis=(1, 3, 4), out=grads["bias"])
         if not need_input_grad:
             return None
         return low.lower_adjoint(blocked_product(np.swapaxes(low.matrix(weight), -1, -2), g), x_shape)
 
+    def _weight_product_blocks(self, g, images, x_shape):
+        """``g @ L^T`` (G, R, D) with ``L`` lowered from ``images`` block of output pixels by block,
+        each block's products (:func:`weight_groups`, each group's small enough for OpenBLAS's
+        small-matrix kernels) added up."""
+        n, (G, R, columns) = x_shape[1], g.shape
+        depth = images.shape[1] * self.kernel_size[0] * self.kernel_size[1]
+        groups = weight_groups(R, depth)
+        widest = max(stop - first for first, stop in groups)
+        pixels = columns // n
+        block = min(pixels, max(1, SMALL_PRODUCT // (R * widest * n)))
+        out = np.zeros((G, R, depth), g.dtype)
+        parts = [np.empty((G, R, stop - first), g.dtype) for first, stop in groups]
+        buffer = np.empty(G * depth * block * n, g.dtype)
+        for first in range(0, pixels, block):
+            stop = min(pixels, first + block)
+            cols = self.lowering.lower_pixels(images, first, stop, block_of(buffer, (G,), depth, (stop - first) * n))
+            gb = g[..., first * n:stop * n]
+            for (start, end), part in zip(groups, parts):
+                np.matmul(gb, np.swapaxes(cols[..., start:end, :], -1, -2), out=part)
+                out[..., start:end] += part
+        return out
+
     def forward(self, x):
-        """``y = expand(Wm @ L) + b`` with ``L = lower(x)``; the cache is ``(x.shape, L)``."""
+        """``y = expand(Wm @ L) + b`` with ``L = lower(x)``; the cache is ``(x.shape, L)``, or
+        ``(x.shape, images)`` (:meth:`_convolve`)."""
         out_hw = self.output_hw(x.shape)
         bias = self.params.get("bias")
-        y, lowered = self._convolve(x[None], out_hw, self.params["weight"][None], None if bias is None else bias[None])
-        return y[0], (x.shape, lowered[0])
+        y, stored = self._convolve(x[None], out_hw, self.params["weight"][None], None if bias is None else bias[None])
+        return y[0], (x.shape, stored[0])
 
     def backward(self, cache, gy, grads, need_input_grad=True):
         """``gW = unmatrix(contract(gy) @ L^T)``, ``gb = sum gy``; returns
         ``gx = lower^T(Wm^T @ contract(gy))`` if asked."""
-        x_shape, lowered = cache
-        gx = self._convolve_backward((1, *x_shape), lowered[None], gy[None], self.params["weight"][None],
+        x_shape, stored = cache
+        gx = self._convolve_backward((1, *x_shape), stored[None], gy[None], self.params["weight"][None],
                                      None if grads is None else {k: v[None] for k, v in grads.items()},
                                      need_input_grad)
         return None if gx is None else gx[0]
@@ -347,24 +441,24 @@ class Conv2d(Layer):
     def ensemble_forward(self, x):
         """``y[e] = expand(Wm[e] @ L[e]) + b[e]``, the members as the lowering's groups: ``L = lower(x)``
         for x (E, N, C, H, W) lowers every member's images in one kernel call, (E, D, P N), and
-        the E products are one batched product. The cache is ``(x.shape, L)``."""
+        the E products are one batched product. The cache is ``(x.shape, L)`` or ``(x.shape, images)``."""
         out_hw = self.output_hw(x.shape[1:])
-        y, lowered = self._convolve(x, out_hw, self.params["weight"], self.params.get("bias"))
-        return y, (x.shape, lowered)
+        y, stored = self._convolve(x, out_hw, self.params["weight"], self.params.get("bias"))
+        return y, (x.shape, stored)
 
     def ensemble_backward(self, cache, gy, grads, need_input_grad=True):
         """``gW[e] = unmatrix(contract(gy)[e] @ L[e]^T)``, ``gb[e] = sum gy[e]``; returns
         ``gx[e] = lower^T(Wm[e]^T @ contract(gy)[e])`` if asked."""
-        x_shape, lowered = cache
-        return self._convolve_backward(x_shape, lowered, gy, self.params["weight"], grads, need_input_grad)
+        x_shape, stored = cache
+        return self._convolve_backward(x_shape, stored, gy, self.params["weight"], grads, need_input_grad)
 
     def forward_r(self, cache, rx, v):
         """``Ry = expand(Vm @ L + Wm @ lower(Rx)) + Vb`` for all K at once.
 
         ``rcache = (v, lower(Rx))``, the second ``None`` when Rx is.
         """
-        x_shape, lowered = cache
-        low = self.lowering
+        x_shape, stored = cache
+        low, lowered = self.lowering, self._lowered(stored[None])[0]
         vm = low.matrix(v["weight"])  # (K, R, D)
         K, R = vm.shape[:2]
         z = (vm.reshape(K * R, -1) @ lowered).reshape(K, R, -1)
@@ -377,9 +471,9 @@ class Conv2d(Layer):
     def backward_r(self, cache, rcache, gy, rgy, rgrads, need_input_grad=True):
         """``RgW = unmatrix(contract(Rgy) @ L^T + contract(gy) @ lower(Rx)^T)``, ``Rgb = sum Rgy`` and,
         if asked, ``Rgx = lower^T(Wm^T @ contract(Rgy) + Vm^T @ contract(gy))``, for all K at once."""
-        x_shape, lowered = cache
+        x_shape, stored = cache
         v, rlowered = rcache
-        low = self.lowering
+        low, lowered = self.lowering, self._lowered(stored[None])[0]
         g = low.contract(gy[None])[0]
         rg = low.contract(rgy)  # (K, R, P N)
         rgw = rg @ lowered.T
