@@ -120,29 +120,37 @@ def _im2col(x, kh, kw, sh, sw, ph, pw, oh, ow, first, stop, cols):
 
 
 @njit(cache=True)
-def _col2im(cols, kh, kw, sh, sw, ph, pw, oh, ow, x):
+def _col2im(cols, kh, kw, sh, sw, ph, pw, oh, ow, first, stop, zero, x):
+    # x += the columns of the output pixels first <= p < stop, cols[g, (c, i, j), (p - first, b)];
+    # with zero, each plane of x is zeroed first.
     G, C, H, W, B = x.shape
     src = cols.reshape(-1)
     dst = x.reshape(-1)
+    width = (stop - first) * B  # a row of cols
     for g in range(G):
         for c in range(C):
             image = (g * C + c) * H * W * B
-            fill_zeros(dst, uint64(image), H * W * B)
+            if zero:
+                fill_zeros(dst, uint64(image), H * W * B)
             for i in range(kh):
-                for oy in range(oh):
+                for oy in range(first // ow, (stop - 1) // ow + 1):
                     iy = oy * sh + i - ph
                     if iy < 0 or iy >= H:  # read from padding: nothing to give back
                         continue
+                    lo, hi = max(0, first - oy * ow), min(ow, stop - oy * ow)
                     for j in range(kw):
-                        first, stop = _inside(j, pw, sw, W, ow)
-                        if stop == first:
+                        start, end = _inside(j, pw, sw, W, ow)
+                        if lo > 0 or hi < ow:
+                            start = min(max(start, lo), hi)
+                            end = max(min(end, hi), start)
+                        if end == start:
                             continue
-                        out = uint64(((((g * C + c) * kh + i) * kw + j) * oh + oy) * ow * B + first * B)
-                        to = uint64(image + (iy * W + first * sw + j - pw) * B)
+                        out = uint64((((g * C + c) * kh + i) * kw + j) * width + (oy * ow + start - first) * B)
+                        to = uint64(image + (iy * W + start * sw + j - pw) * B)
                         if sw == 1:
-                            add_runs(dst, to, 0, src, out, 0, 1, (stop - first) * B)
+                            add_runs(dst, to, 0, src, out, 0, 1, (end - start) * B)
                         else:
-                            add_runs(dst, to, sw * B, src, out, B, stop - first, B)
+                            add_runs(dst, to, sw * B, src, out, B, end - start, B)
 
 
 TILE = 8  # see _batch_last_copy
@@ -223,12 +231,13 @@ def im2col(x, kernel, stride, padding):
 def im2col_pixels(x, kernel, stride, padding, first, stop, out=None):
     """The columns of :func:`im2col` for the output pixels ``first <= p < stop`` (p = oy OW + ox),
     ``cols[:, :, first B:stop B]``, of shape (G, C kh kw, (stop - first) B), written into ``out``
-    if given, from C-contiguous batch-last images ``x`` (:func:`batch_last_copy`)."""
+    (C-contiguous) if given, from C-contiguous batch-last images ``x`` (:func:`batch_last_copy`).
+    Called once per block of a blocked convolution, so it checks nothing."""
     G, C, H, W, B = x.shape
-    oh, ow = conv_output_hw((H, W), kernel, stride, padding)
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     if out is None:
-        out = np.empty((G, C * kernel[0] * kernel[1], (stop - first) * B), x.dtype)
-    _im2col(x, *kernel, *stride, *padding, oh, ow, first, stop, out)
+        out = np.empty((G, C * kh * kw, (stop - first) * B), x.dtype)
+    _im2col(x, kh, kw, sh, sw, ph, pw, (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1, first, stop, out)
     return out
 
 
@@ -238,8 +247,18 @@ def col2im(cols, x_shape, kernel, stride, padding):
     G, C, H, W, B = x_shape
     oh, ow = conv_output_hw((H, W), kernel, stride, padding)
     x = np.empty(x_shape, cols.dtype)
-    _col2im(np.ascontiguousarray(cols), *kernel, *stride, *padding, oh, ow, x)
+    _col2im(np.ascontiguousarray(cols), *kernel, *stride, *padding, oh, ow, 0, oh * ow, True, x)
     return x
+
+
+def col2im_pixels(cols, x, kernel, stride, padding, first, stop):
+    """Add into batch-last images ``x`` (G, C, H, W, B), C-contiguous, what :func:`col2im` gives back
+    from the columns ``cols`` (G, C kh kw, (stop - first) B), C-contiguous, of the output pixels
+    ``first <= p < stop``. Called once per block of a blocked convolution, so it checks nothing."""
+    G, C, H, W, B = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    _col2im(cols, kh, kw, sh, sw, ph, pw, (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1, first, stop,
+            False, x)
 
 
 # ---- naive NumPy twins ----------------------------------------------------------------------
@@ -266,6 +285,15 @@ def im2col_naive(x, kernel, stride, padding):
         for j in range(kw):
             cols[:, :, i, j] = xp[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
     return cols.reshape(G, C * kh * kw, oh * ow * B)
+
+
+def col2im_pixels_naive(cols, x, kernel, stride, padding, first, stop):
+    """NumPy twin of :func:`col2im_pixels`: :func:`col2im_naive` of the columns in place, zeros elsewhere."""
+    B = x.shape[-1]
+    oh, ow = conv_output_hw(x.shape[2:4], kernel, stride, padding)
+    whole = np.zeros((*cols.shape[:2], oh * ow * B), cols.dtype)
+    whole[:, :, first * B:stop * B] = cols
+    x += col2im_naive(whole, x.shape, kernel, stride, padding)
 
 
 def col2im_naive(cols, x_shape, kernel, stride, padding):

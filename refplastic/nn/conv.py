@@ -46,12 +46,10 @@ with the members as the lowerings' leading group axis: one lowering of all E N i
 member e is ``L[e]`` (D, P N), and batched products over E.
 """
 
-import math
-
 import numpy as np
 
-from ..kernels.im2col import (batch_last_copy, col2im, conv_output_hw, crop_images, im2col, im2col_pixels,
-                              pad_images)
+from ..kernels.im2col import (batch_last_copy, col2im, col2im_pixels, conv_output_hw, crop_images, im2col,
+                              im2col_pixels, pad_images)
 from ..kernels.space_to_depth import (block_weight, depth_to_space, shift_add, shift_scatter, space_to_depth,
                                       unblock_weight)
 from .arguments import as_pair, positive_int
@@ -127,9 +125,9 @@ def blocked_product(a, b):
     return out
 
 
-def block_of(buffer, lead, rows, columns):
-    """A C-contiguous (*lead, rows, columns) array in the first entries of the flat ``buffer``."""
-    return buffer[:math.prod(lead) * rows * columns].reshape(*lead, rows, columns)
+def block_of(buffer, groups, rows, columns):
+    """A C-contiguous (groups, rows, columns) array in the first entries of the flat ``buffer``."""
+    return buffer[:groups * rows * columns].reshape(groups, rows, columns)
 
 
 def _oriented_weight_product(g, lowered):
@@ -197,6 +195,11 @@ class Im2col:
         """The columns ``cols[:, :, first N:stop N]`` of the output pixels ``first <= p < stop`` from
         :meth:`images`, written into ``out`` if given."""
         return im2col_pixels(images, self.kernel, self.stride, self.padding, first, stop, out)
+
+    def add_lower_adjoint_pixels(self, cols, images, first, stop):
+        """Add col2im of the columns ``cols`` of the output pixels ``first <= p < stop`` into batch-last
+        ``images`` (G, C, H, W, N)."""
+        col2im_pixels(cols, images, self.kernel, self.stride, self.padding, first, stop)
 
     def lower_adjoint(self, cols, x_shape):
         """col2im: (G, C kh kw, OH OW N) -> images of shape ``x_shape`` (G, N, C, H, W)."""
@@ -368,13 +371,13 @@ class Conv2d(Layer):
             lowered = low.lower(x)
             return low.expand(blocked_product(matrix, lowered), out_hw, bias), lowered
         images = low.images(x)
-        G, n, pixels = len(x), x.shape[1], out_hw[0] * out_hw[1]
-        z = np.empty((G, matrix.shape[-2], pixels * n), images.dtype)
-        buffer = np.empty(G * matrix.shape[-1] * block * n, images.dtype)
+        (G, rows, depth), n, pixels = matrix.shape, x.shape[1], out_hw[0] * out_hw[1]
+        z = np.empty((G, rows, pixels * n), images.dtype)
+        buffer = np.empty(G * depth * block * n, images.dtype)
         for first in range(0, pixels, block):
             stop = min(pixels, first + block)
             part = z[..., first * n:stop * n]
-            np.matmul(matrix, low.lower_pixels(images, first, stop, block_of(buffer, part.shape[:-2], matrix.shape[-1], part.shape[-1])), out=part)
+            np.matmul(matrix, low.lower_pixels(images, first, stop, block_of(buffer, G, depth, part.shape[-1])), out=part)
             if bias is not None:
                 part += bias[..., None]
         return low.expand(z, out_hw), images
@@ -397,7 +400,25 @@ class Conv2d(Layer):
                 np.sum(gy, axis=(1, 3, 4), out=grads["bias"])
         if not need_input_grad:
             return None
-        return low.lower_adjoint(blocked_product(np.swapaxes(low.matrix(weight), -1, -2), g), x_shape)
+        matrix = np.swapaxes(low.matrix(weight), -1, -2)
+        if stored.ndim == 5:
+            return self._input_gradient_blocks(matrix, g, x_shape)
+        return low.lower_adjoint(blocked_product(matrix, g), x_shape)
+
+    def _input_gradient_blocks(self, matrix, g, x_shape):
+        """``lower^T(Wm^T @ g)`` (G, N, C, H, W) made block of output pixels by block (:meth:`_pixel_block`):
+        each block's product into a buffer that stays in cache, added into the images at once."""
+        G, n, C, H, W = x_shape
+        block = self._pixel_block(matrix.shape[-1], x_shape)
+        pixels = g.shape[-1] // n
+        images = np.zeros((G, C, H, W, n), g.dtype)
+        buffer = np.empty(G * matrix.shape[-2] * block * n, g.dtype)
+        for first in range(0, pixels, block):
+            stop = min(pixels, first + block)
+            cols = np.matmul(matrix, g[..., first * n:stop * n],
+                             out=block_of(buffer, G, matrix.shape[-2], (stop - first) * n))
+            self.lowering.add_lower_adjoint_pixels(cols, images, first, stop)
+        return batch_first(images)
 
     def _weight_product_blocks(self, g, images, x_shape):
         """``g @ L^T`` (G, R, D) with ``L`` lowered from ``images`` block of output pixels by block,
@@ -414,7 +435,7 @@ class Conv2d(Layer):
         buffer = np.empty(G * depth * block * n, g.dtype)
         for first in range(0, pixels, block):
             stop = min(pixels, first + block)
-            cols = self.lowering.lower_pixels(images, first, stop, block_of(buffer, (G,), depth, (stop - first) * n))
+            cols = self.lowering.lower_pixels(images, first, stop, block_of(buffer, G, depth, (stop - first) * n))
             gb = g[..., first * n:stop * n]
             for (start, end), part in zip(groups, parts):
                 np.matmul(gb, np.swapaxes(cols[..., start:end, :], -1, -2), out=part)
