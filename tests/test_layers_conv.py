@@ -5,6 +5,7 @@ import pytest
 import torch
 from oracle import check_layer, check_network
 
+import refplastic.nn.conv as conv_module
 from refplastic.nn import Flatten, Linear, MSELoss, Network, ReLU
 from refplastic.nn.conv import (SMALL_PRODUCT, Conv2d, Im2col, SpaceToDepth, blocked_product, column_block,
                                 weight_product)
@@ -31,10 +32,21 @@ CONV_CASES = [  # (in, out, kernel_size, stride, padding, bias), input shape
 ]
 
 
+@pytest.fixture(params=["whole", "blocks"])
+def products(request, monkeypatch):
+    """"blocks": products so small that OpenBLAS's small-matrix kernels would take a few hundred
+    multiply-adds, so that these small cases go through the blocked paths (column blocks; lowering
+    and multiplying block of output pixels by block) that only large batches take otherwise."""
+    if request.param == "blocks":
+        monkeypatch.setattr(conv_module, "SMALL_PRODUCT", 300)
+        monkeypatch.setattr(conv_module, "MIN_BLOCK", 1)
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("input_grad", [True, False])
 @pytest.mark.parametrize("args,x_shape", CONV_CASES, ids=lambda c: repr(c))
-def test_conv2d(args, x_shape, input_grad, dtype):
+def test_conv2d(args, x_shape, input_grad, dtype, products):
     *positional, bias = args
     check_layer(Conv2d(*positional, bias=bias), x_shape, np.random.default_rng(0), dtype, input_grad=input_grad)
 
@@ -50,7 +62,7 @@ def test_conv2d_lowering_choice(kernel, stride, padding, lowering):
 
 
 @pytest.mark.parametrize("stride,padding", [(1, 1), (2, 1), (2, 0)], ids=["im2col", "space-to-depth padded", "space-to-depth"])
-def test_conv2d_maps_do_not_depend_on_the_memory_layout_of_their_arrays(stride, padding):
+def test_conv2d_maps_do_not_depend_on_the_memory_layout_of_their_arrays(stride, padding, products):
     """Layers pass each other views with other strides (a convolution's output is an NCHW view of
     batch-last memory): every map gives the same numbers for C-ordered, batch-last and strided
     inputs and cotangents, and its outputs and gradients have the true shapes."""
@@ -85,7 +97,7 @@ def test_conv2d_maps_do_not_depend_on_the_memory_layout_of_their_arrays(stride, 
 
 @pytest.mark.parametrize("args,x_shape", [((3, 4, 3, 2, 1, True), (3, 3, 7, 6)), ((3, 4, 4, 2, 0, True), (3, 3, 9, 8)),
                                           ((2, 3, 6, 3, 1, False), (2, 2, 9, 10))], ids=repr)
-def test_conv2d_example_gradients_are_the_backward_of_each_example(args, x_shape):
+def test_conv2d_example_gradients_are_the_backward_of_each_example(args, x_shape, products):
     *positional, bias = args
     layer = Conv2d(*positional, bias=bias)
     rng = np.random.default_rng(5)

@@ -340,7 +340,8 @@ class Conv2d(Layer):
         for the space-to-depth lowering, and when that is less than one pixel or all of them.
         ``x_shape`` (G, N, C, H, W)."""
         N, C = x_shape[1:3]
-        pixels = int(np.prod(conv_output_hw(x_shape[3:], self.kernel_size, self.stride, self.padding)))
+        oh, ow = conv_output_hw(x_shape[3:], self.kernel_size, self.stride, self.padding)
+        pixels = oh * ow
         block = SMALL_PRODUCT // (rows * C * self.kernel_size[0] * self.kernel_size[1] * N)
         if not isinstance(self.lowering, Im2col) or block < 1 or block >= pixels:
             return 0
