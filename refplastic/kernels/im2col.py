@@ -21,6 +21,10 @@ to the pixel it was read from, summing where windows overlap,
     x[g, c, y, x, b] = sum of cols[g, (c, i, j), (oy, ox, b)] over oy sh + i - ph = y, ox sw + j - pw = x,
 
 which takes column gradients back to image gradients.
+
+Both also work on a range of output pixels ``first <= p < stop`` (p = oy OW + ox): ``im2col_pixels``
+makes the columns ``cols[:, :, first B:stop B]`` and ``col2im_pixels`` adds back what those columns
+give, so that a convolution can lower and multiply block by block (:mod:`refplastic.nn.conv`).
 """
 
 import numpy as np

@@ -37,13 +37,23 @@ anywhere else; an output is a *view* (N, O, OH, OW) of memory laid out (O, OH, O
 elementwise layers keep and the next convolution then lowers without a copy. Im2col copies an
 input in any other layout into that one first; space-to-depth reads any layout as it is.
 
-The forward pass keeps ``L`` for the other maps, or, when it lowers and multiplies block by block
-(below), the batch-last images, which the backward pass lowers again block by block and the other
-maps whole. The K tangents of the R-maps are a leading
-axis of the same products (the lowering of Rx is done for all K at once). The ensemble maps are
-the forward and backward rows for each member e, ``y[e] = conv(x[e], W[e]) + b[e]`` and so on,
-with the members as the lowerings' leading group axis: one lowering of all E N images, whose
-member e is ``L[e]`` (D, P N), and batched products over E.
+Blocks: OpenBLAS computes a product of at most 10^6 multiply-adds with its small-matrix kernels,
+which do not pack their operands; for a product with few rows (a convolution with few output
+channels, R = 16 in the probe CNN) they run twice as fast as its packing path (docs/performance.md).
+So products with few rows go in blocks of columns of that size (:func:`blocked_product`,
+:func:`weight_product`), and an im2col convolution whose blocks hold at least one output pixel of
+all N images lowers and multiplies *block by block*: each block's columns ``L[:, :, first N:stop N]``
+(the output pixels first <= p < stop) are lowered into a buffer that stays in cache and multiplied
+at once, so that the im2col matrix, kh kw / (sh sw) times the size of the images, is never made
+whole (:meth:`Conv2d._convolve`). Its backward pass makes ``corr`` and ``convT`` block by block
+too, lowering each block again, and ``Wm^T @ contract(gy)`` block by block into col2im.
+
+The forward pass keeps ``L`` for the other maps, or the batch-last images of a blocked forward
+pass, which the R-maps lower whole. The K tangents of the R-maps are a leading axis of the same
+products (the lowering of Rx is done for all K at once). The ensemble maps are the forward and
+backward rows for each member e, ``y[e] = conv(x[e], W[e]) + b[e]`` and so on, with the members
+as the lowerings' leading group axis: one lowering of all E N images, whose member e is ``L[e]``
+(D, P N), and batched products over E.
 """
 
 import numpy as np
