@@ -368,8 +368,9 @@ class Conv2d(Layer):
         images and one batched product; x (G, N, C, H, W), ``out_hw`` from :meth:`output_hw`,
         weight (G, O, C, kh, kw), bias (G, O) or ``None``. ``stored`` is L, or, when the product
         is made block by block (:meth:`_pixel_block`: each block of output pixels lowered into
-        a buffer that stays in cache and multiplied at once, its bias added), the batch-last
-        images (:meth:`Im2col.images`)."""
+        a buffer that stays in cache and multiplied at once), the batch-last images
+        (:meth:`Im2col.images`). The bias is added in one pass after the products (a pass per
+        block took 6-8 us each where the whole pass takes 20-26 us)."""
         low = self.lowering
         if shares_input(x):  # every group convolves the same images: lower them once, one product
             lowered = low.lower(x[:1])
@@ -389,9 +390,7 @@ class Conv2d(Layer):
             stop = min(pixels, first + block)
             part = z[..., first * n:stop * n]
             np.matmul(matrix, low.lower_pixels(images, first, stop, block_of(buffer, G, depth, part.shape[-1])), out=part)
-            if bias is not None:
-                part += bias[..., None]
-        return low.expand(z, out_hw), images
+        return low.expand(z, out_hw, bias), images
 
     def _convolve_backward(self, x_shape, stored, gy, weight, grads, need_input_grad):
         """The adjoint of :meth:`_convolve` for G stacks: ``gW[g] = unmatrix(contract(gy)[g] @ L[g]^T)``
