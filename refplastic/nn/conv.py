@@ -433,24 +433,24 @@ class Conv2d(Layer):
     def _weight_product_blocks(self, g, images, x_shape):
         """``g @ L^T`` (G, R, D) with ``L`` lowered from ``images`` block of output pixels by block,
         each block's products (:func:`weight_groups`, each group's small enough for OpenBLAS's
-        small-matrix kernels) added up."""
+        small-matrix kernels) kept apart and summed over the blocks at the end (one sum instead of
+        an addition per block)."""
         n, (G, R, columns) = x_shape[1], g.shape
         depth = images.shape[1] * self.kernel_size[0] * self.kernel_size[1]
         groups = weight_groups(R, depth)
         widest = max(stop - first for first, stop in groups)
         pixels = columns // n
         block = min(pixels, max(1, SMALL_PRODUCT // (R * widest * n)))
-        out = np.zeros((G, R, depth), g.dtype)
-        parts = [np.empty((G, R, stop - first), g.dtype) for first, stop in groups]
+        starts = range(0, pixels, block)
+        parts = [np.empty((len(starts), G, R, stop - first), g.dtype) for first, stop in groups]
         buffer = np.empty(G * depth * block * n, g.dtype)
-        for first in range(0, pixels, block):
+        for b, first in enumerate(starts):
             stop = min(pixels, first + block)
             cols = self.lowering.lower_pixels(images, first, stop, block_of(buffer, G, depth, (stop - first) * n))
             gb = g[..., first * n:stop * n]
             for (start, end), part in zip(groups, parts):
-                np.matmul(gb, np.swapaxes(cols[..., start:end, :], -1, -2), out=part)
-                out[..., start:end] += part
-        return out
+                np.matmul(gb, np.swapaxes(cols[..., start:end, :], -1, -2), out=part[b])
+        return np.concatenate([part.sum(axis=0) for part in parts], axis=-1)
 
     def forward(self, x):
         """``y = expand(Wm @ L) + b`` with ``L = lower(x)``; the cache is ``(x.shape, L)``, or
