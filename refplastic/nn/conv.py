@@ -352,7 +352,7 @@ class Conv2d(Layer):
         N, C = x_shape[1:3]
         oh, ow = conv_output_hw(x_shape[3:], self.kernel_size, self.stride, self.padding)
         pixels = oh * ow
-        block = SMALL_PRODUCT // (rows * C * self.kernel_size[0] * self.kernel_size[1] * N)
+        block = SMALL_PRODUCT // max(1, rows * C * self.kernel_size[0] * self.kernel_size[1] * N)
         if not isinstance(self.lowering, Im2col) or block < 1 or block >= pixels:
             return 0
         return -(-pixels // -(-pixels // block))
