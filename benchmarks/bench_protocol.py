@@ -1,8 +1,8 @@
 """The plasticity run's two steps, refplastic and torch side by side, in one process.
 
 Workloads (issue "The plasticity experiment"), at the laptop preset (``refplastic run --preset
-laptop --show-config``: hard task, built-in 3x32x32 frames, batch 64, Adam, float32), for the MLP
-and the CNN:
+laptop --show-config``: hard task, built-in 3x32x32 frames, batch 64, Adam, float32; the main step
+in float64 too), for the MLP and the CNN:
 
 - main step: what ``Run.train_step`` does: act epsilon-greedily (a batch-1 forward), step the MDP,
   store the transition, sample a minibatch, the target network's forward on the next states, the
@@ -119,7 +119,8 @@ def probe_step_pair(arch, dtype, torch_way):
 
 def workloads():
     for arch in ("mlp", "cnn"):
-        yield (f"laptop {arch} main step", "float32", lambda a=arch: main_step_pair(a, "float32"), args.repeats, 5)
+        for dtype in ("float32", "float64"):
+            yield (f"laptop {arch} main step", dtype, lambda a=arch, d=dtype: main_step_pair(a, d), args.repeats, 5)
         for way in ("vmap", "loop"):
             yield (f"laptop {arch} probe step, {E} copies, torch {way}", "float32",
                    lambda a=arch, w=way: probe_step_pair(a, "float32", w), args.repeats, 3)

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from oracle import assert_close
 
-from refplastic.kernels.im2col import (batch_last_copy, batch_last_copy_naive, col2im, col2im_naive, im2col,
-                                      im2col_naive)
+from refplastic.kernels.im2col import (batch_last_copy, batch_last_copy_naive, col2im, col2im_naive, col2im_pixels,
+                                      col2im_pixels_naive, conv_output_hw, im2col, im2col_naive, im2col_pixels,
+                                      im2col_pixels_naive)
 from refplastic.kernels.space_to_depth import (block_weight, block_weight_naive, depth_to_space, depth_to_space_naive,
                                                shift_add, shift_add_naive, shift_scatter, shift_scatter_naive,
                                                space_to_depth, space_to_depth_naive, unblock_weight,
@@ -42,6 +43,38 @@ def test_im2col_and_col2im_match_naive_and_are_adjoint(shape, kernel, stride, pa
     assert_close(back, col2im_naive(g, shape, kernel, stride, padding), SUM_RTOL[dtype], "col2im")
     if dtype == np.float64:  # <g, im2col(x)> = <col2im(g), x>
         assert abs(np.vdot(g, cols) - np.vdot(back, x)) <= 1e-12 * np.abs(g).sum() * np.abs(x).max()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,kernel,stride,padding", CONV_GEOMETRIES)
+def test_im2col_and_col2im_of_ranges_of_pixels_match_naive(shape, kernel, stride, padding, dtype):
+    """Ranges of output pixels: all, one, parts of rows at either end, whole rows between; adding
+    every block's col2im_pixels into zeros is col2im."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=shape).astype(dtype)
+    oh, ow = conv_output_hw(shape[2:4], kernel, stride, padding)
+    pixels = oh * ow
+    for first, stop in {(0, pixels), (pixels - 1, pixels), (0, 1), (ow // 2, pixels - ow // 2), (1, min(pixels, ow + 2))}:
+        if stop <= first:
+            continue
+        cols = im2col_pixels(x, kernel, stride, padding, first, stop)
+        np.testing.assert_array_equal(cols, im2col_pixels_naive(x, kernel, stride, padding, first, stop))
+        out = np.full(cols.shape, np.nan, dtype)
+        assert im2col_pixels(x, kernel, stride, padding, first, stop, out) is out
+        np.testing.assert_array_equal(out, cols)
+        g = rng.normal(size=cols.shape).astype(dtype)
+        back, back_naive = x.copy(), x.copy()
+        col2im_pixels(g, back, kernel, stride, padding, first, stop)
+        col2im_pixels_naive(g, back_naive, kernel, stride, padding, first, stop)
+        assert_close(back, back_naive, SUM_RTOL[dtype], "col2im_pixels")
+    g = rng.normal(size=(shape[0], shape[1] * kernel[0] * kernel[1], pixels * shape[-1])).astype(dtype)
+    blocks = np.zeros(shape, dtype)
+    step = max(1, pixels // 3)
+    for first in range(0, pixels, step):
+        stop = min(pixels, first + step)
+        col2im_pixels(np.ascontiguousarray(g[:, :, first * shape[-1]:stop * shape[-1]]), blocks, kernel, stride,
+                      padding, first, stop)
+    assert_close(blocks, col2im(g, shape, kernel, stride, padding), SUM_RTOL[dtype], "col2im in blocks")
 
 
 @pytest.mark.parametrize("batch", [1, 8, 13])

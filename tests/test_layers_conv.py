@@ -5,8 +5,10 @@ import pytest
 import torch
 from oracle import check_layer, check_network
 
+import refplastic.nn.conv as conv_module
 from refplastic.nn import Flatten, Linear, MSELoss, Network, ReLU
-from refplastic.nn.conv import Conv2d, Im2col, SpaceToDepth, weight_product
+from refplastic.nn.conv import (SMALL_PRODUCT, Conv2d, Im2col, SpaceToDepth, blocked_product, column_block,
+                                weight_product)
 from refplastic.nn.pool import MaxPool2d
 
 DTYPES = [np.float64, np.float32]
@@ -30,10 +32,21 @@ CONV_CASES = [  # (in, out, kernel_size, stride, padding, bias), input shape
 ]
 
 
+@pytest.fixture(params=["whole", "blocks"])
+def products(request, monkeypatch):
+    """"blocks": products so small that OpenBLAS's small-matrix kernels would take a few hundred
+    multiply-adds, so that these small cases go through the blocked paths (column blocks; lowering
+    and multiplying block of output pixels by block) that only large batches take otherwise."""
+    if request.param == "blocks":
+        monkeypatch.setattr(conv_module, "SMALL_PRODUCT", 300)
+        monkeypatch.setattr(conv_module, "MIN_BLOCK", 1)
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("input_grad", [True, False])
 @pytest.mark.parametrize("args,x_shape", CONV_CASES, ids=lambda c: repr(c))
-def test_conv2d(args, x_shape, input_grad, dtype):
+def test_conv2d(args, x_shape, input_grad, dtype, products):
     *positional, bias = args
     check_layer(Conv2d(*positional, bias=bias), x_shape, np.random.default_rng(0), dtype, input_grad=input_grad)
 
@@ -49,7 +62,7 @@ def test_conv2d_lowering_choice(kernel, stride, padding, lowering):
 
 
 @pytest.mark.parametrize("stride,padding", [(1, 1), (2, 1), (2, 0)], ids=["im2col", "space-to-depth padded", "space-to-depth"])
-def test_conv2d_maps_do_not_depend_on_the_memory_layout_of_their_arrays(stride, padding):
+def test_conv2d_maps_do_not_depend_on_the_memory_layout_of_their_arrays(stride, padding, products):
     """Layers pass each other views with other strides (a convolution's output is an NCHW view of
     batch-last memory): every map gives the same numbers for C-ordered, batch-last and strided
     inputs and cotangents, and its outputs and gradients have the true shapes."""
@@ -84,7 +97,7 @@ def test_conv2d_maps_do_not_depend_on_the_memory_layout_of_their_arrays(stride, 
 
 @pytest.mark.parametrize("args,x_shape", [((3, 4, 3, 2, 1, True), (3, 3, 7, 6)), ((3, 4, 4, 2, 0, True), (3, 3, 9, 8)),
                                           ((2, 3, 6, 3, 1, False), (2, 2, 9, 10))], ids=repr)
-def test_conv2d_example_gradients_are_the_backward_of_each_example(args, x_shape):
+def test_conv2d_example_gradients_are_the_backward_of_each_example(args, x_shape, products):
     *positional, bias = args
     layer = Conv2d(*positional, bias=bias)
     rng = np.random.default_rng(5)
@@ -267,3 +280,63 @@ def test_weight_product_is_g_times_lowered_transposed_in_either_orientation(rows
     rng = np.random.default_rng(0)
     g, lowered = rng.normal(size=(rows, 40)), rng.normal(size=(depth, 40))
     np.testing.assert_allclose(weight_product(g, lowered), g @ lowered.T, rtol=1e-13)
+
+
+@pytest.mark.parametrize("rows,depth,columns,width", [
+    (16, 75, 16384, 820), (16, 144, 4096, 410), (16, 75, 500, 500), (64, 576, 1568, 1568), (4, 75, 4096, 2048)])
+def test_column_block_keeps_blocks_small_for_openblas(rows, depth, columns, width):
+    """Blocks of at most SMALL_PRODUCT multiply-adds, evened out; one block when the product is small
+    already or when the blocks would be narrower than MIN_BLOCK (the DQN network's 3x3 layer)."""
+    assert column_block(rows, depth, columns) == width
+    assert width == columns or rows * depth * width <= SMALL_PRODUCT
+
+
+@pytest.mark.parametrize("a_shape,b_shape", [((16, 75), (75, 2000)), ((2, 16, 75), (2, 75, 2000)),
+                                             ((2, 16, 75), (1, 75, 2000)), ((3, 8), (8, 10))])
+def test_blocked_product_is_the_matrix_product(a_shape, b_shape):
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=a_shape), rng.normal(size=b_shape)
+    np.testing.assert_allclose(blocked_product(a, b), a @ b, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("rows,depth", [(16, 75), (16, 144), (8, 300), (70, 10)])
+def test_weight_product_in_groups_and_blocks_is_g_times_lowered_transposed(rows, depth):
+    """Few rows: groups of at most SMALL_TN entries of the result (one group of 16 x 75, two of 16 x 72,
+    two of 8 x 150; 70 x 10 is one) and the sum over the columns in blocks."""
+    rng = np.random.default_rng(0)
+    g, lowered = rng.normal(size=(2, rows, 3000)), rng.normal(size=(2, depth, 3000))
+    np.testing.assert_allclose(weight_product(g, lowered), g @ lowered.transpose(0, 2, 1), rtol=1e-12, atol=1e-11)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("args,x_shape", [((3, 4, 5, 2, 2), (16, 3, 32, 32)), ((16, 16, 3, 2, 1), (16, 16, 16, 16))],
+                         ids=repr)
+def test_conv2d_with_blocked_products_against_torch(args, x_shape, dtype):
+    """The probe CNN's geometries at a batch whose products are cut into blocks (forward, input and,
+    for the first, weight gradient)."""
+    check_layer(Conv2d(*args), x_shape, np.random.default_rng(0), dtype, fd=False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_blocked_ensemble_maps_are_the_lone_maps_bit_for_bit(dtype):
+    """A geometry whose forward pass lowers and multiplies block by block (and keeps the images):
+    the ensemble maps make the same products member by member as the lone maps, so they agree
+    exactly; the R-maps lower the kept images whole."""
+    E, rng = 2, np.random.default_rng(3)
+    layer = Conv2d(4, 16, 5, 2, 2)
+    assert layer._pixel_block(16, (1, 8, 4, 32, 32))  # blocked
+    layer.params = {k: rng.normal(size=(E, *s)).astype(dtype) for k, s in layer.param_shapes.items()}
+    x = rng.normal(size=(E, 8, 4, 32, 32)).astype(dtype)
+    y, cache = layer.ensemble_forward(x)
+    gy = rng.normal(size=y.shape).astype(dtype)
+    grads = {k: np.empty((E, *s), dtype) for k, s in layer.param_shapes.items()}
+    gx = layer.ensemble_backward(cache, gy, grads)
+    members = [Conv2d(4, 16, 5, 2, 2) for _ in range(E)]
+    for e, member in enumerate(members):
+        member.params = {k: v[e] for k, v in layer.params.items()}
+        ye, ce = member.forward(x[e])
+        ge = {k: np.empty(s, dtype) for k, s in member.param_shapes.items()}
+        np.testing.assert_array_equal(ye, y[e])
+        np.testing.assert_array_equal(member.backward(ce, gy[e], ge), gx[e])
+        for k in ge:
+            np.testing.assert_array_equal(ge[k], grads[k][e])

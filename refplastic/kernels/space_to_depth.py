@@ -158,7 +158,7 @@ def depth_to_space(s, x_shape, stride, blocks):
     zeros elsewhere. Space-to-depth is im2col with the kernel equal to the stride (windows that do
     not overlap), so this is its col2im."""
     x = np.empty(x_shape, s.dtype)
-    _col2im(np.ascontiguousarray(s), *stride, *stride, 0, 0, *blocks, x)
+    _col2im(np.ascontiguousarray(s), *stride, *stride, 0, 0, *blocks, 0, blocks[0] * blocks[1], True, x)
     return x
 
 
