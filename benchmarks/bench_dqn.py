@@ -27,6 +27,7 @@ import harness
 args = harness.parse_args(__doc__.split("\n")[0], [
     (("--game",), dict(default="pong")),
     (("--num-envs",), dict(type=int, default=4)),
+    (("--env-threads",), dict(type=int, default=1, help="ALE's threads for the environments")),
     (("--update-period",), dict(type=int, default=16, help="frames between learner steps (16: every 4 agent steps)")),
     (("--layernorm",), dict(action="store_true")),
     (("--steps",), dict(type=int, default=150, help="vector steps per round")),
@@ -44,7 +45,7 @@ from refplastic.rl.nature_cnn import nature_cnn, scaled_frames  # noqa: E402
 from refplastic.rl.run import epsilon_greedy, make_environments  # noqa: E402
 
 CONFIG = preset("laptop", game=args.game, num_envs=args.num_envs, update_period=args.update_period,
-                env_threads=1, learning_starts=args.num_envs * 4 * max(1, args.prefill // args.num_envs))
+                env_threads=args.env_threads, learning_starts=args.num_envs * 4 * max(1, args.prefill // args.num_envs))
 EPSILON, BATCH, GAMMA = 0.1, CONFIG.batch_size, CONFIG.discount
 
 

@@ -171,6 +171,15 @@ def test_a_checkpoint_without_the_replay_buffer_refills_it_before_learning(tmp_p
     assert resumed.updates - updates == max(0, (config.frames - resumed.learning_resumes_at) // config.update_period + 1)
 
 
+def test_a_run_without_evaluation_episodes_records_none():
+    rows = []
+    finished = DQNRun(preset("smoke", eval_episodes=0, **SMOKE))
+    finished.run(on_row=lambda kind, row: rows.append(kind))
+    assert finished.status == "complete" and finished.record["evaluation"] == {}
+    assert rows == ["probe"] * len(probe_frames(finished.config))
+    assert np.isnan(finished.summary()["final_evaluation_return"])
+
+
 def test_a_checkpoint_of_another_config_is_refused(tmp_path):
     checkpoint = tmp_path / "ck.h5"
     finished = DQNRun(preset("smoke", frames=1280, **SMOKE))

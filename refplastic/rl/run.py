@@ -142,12 +142,14 @@ class DQNRun:
             if self.probes_done < len(probes) and probes[self.probes_done] == self.frame:
                 self._timed("probes", self.probe_point, self.probes_done, stop_if_asked)
                 self.probes_done += 1
-                _notify(on_row, "probe", self.record["probes"], self.probes_done)
+                _notify(on_row, "probe", self.record["probes"])
                 _save(checkpoint, self)
             if self.evaluations_done < len(evaluations) and evaluations[self.evaluations_done] == self.frame:
-                self._timed("evaluation", self.evaluate, self.evaluations_done, stop_if_asked)
+                if c.eval_episodes:
+                    self._timed("evaluation", self.evaluate, self.evaluations_done, stop_if_asked)
                 self.evaluations_done += 1
-                _notify(on_row, "evaluation", self.record["evaluation"], self.evaluations_done)
+                if c.eval_episodes:
+                    _notify(on_row, "evaluation", self.record["evaluation"])
                 _save(checkpoint, self)
             if self.frame >= c.frames:
                 self.status = "complete"
@@ -211,8 +213,6 @@ class DQNRun:
         """Evaluation ``k``: ``eval_episodes`` whole episodes, one in each of as many fresh
         environments, acting epsilon-greedily with eval_epsilon; their returns and lengths."""
         c = self.config
-        if c.eval_episodes == 0:
-            return
         rng = np.random.default_rng([c.seed, EVALUATION_STREAM, k])
         envs = make_environments(c, c.eval_episodes, rng)
         observation = envs.reset()
@@ -263,9 +263,10 @@ class DQNRun:
                 "final_human_normalised": human_normalised(score, self.config.game)}
 
 
-def _notify(on_row, kind, group, count):
+def _notify(on_row, kind, group):
+    """``on_row(kind, the group's last row)``."""
     if on_row is not None:
-        on_row(kind, {k: v[count - 1] for k, v in group.items()} if group else {})
+        on_row(kind, {k: v[-1] for k, v in group.items()})
 
 
 def _save(checkpoint, run):
