@@ -462,18 +462,23 @@ def _data_spec(ctx, param, value):
     return value
 
 
-def _run_config(preset_name, options, assignments):
-    """The run's config: the preset, then the options given, then each --set; a bad value is a
-    usage error naming the option (or --set and the field)."""
-    from refplastic.plasticity.config import ConfigError, preset, with_overrides
+def _config(module, preset_name, options, assignments):
+    """The config of ``module`` (``refplastic.plasticity.config`` or ``refplastic.rl.config``): the
+    preset, then the options given, then each --set; a bad value is a usage error naming the option
+    (or --set and the field)."""
+    import importlib
 
+    from refplastic.config_fields import ConfigError
+
+    configs = importlib.import_module(module)
     given = {field: value for field, value in options.items() if value is not None}
     try:
-        config = preset(preset_name, **given)
+        config = configs.preset(preset_name, **given)
     except ConfigError as e:
-        raise click.BadParameter(e.problem, param_hint=f"'--{e.field}'") from None
+        raise click.BadParameter(e.problem, param_hint=f"'--{e.field}'" if e.field in options else f"'--set {e.field}'") \
+            from None
     try:
-        return with_overrides(config, assignments)
+        return configs.with_overrides(config, assignments)
     except ConfigError as e:  # "lr must be ...", or a problem of the assignment itself
         raise click.BadParameter(e.problem if e.field == "set" else str(e), param_hint="'--set'") from None
 
@@ -507,8 +512,8 @@ def run(preset_name, task, data, arch, intervention, seed, assignments, show_con
     from refplastic.stopping import polling, stop_requested
 
     interventions = None if intervention is None else tuple(v.strip() for v in intervention.split(","))
-    config = _run_config(preset_name, {"task": task, "data": data, "arch": arch, "intervention": interventions,
-                                       "seed": seed}, assignments)
+    config = _config("refplastic.plasticity.config", preset_name,
+                     {"task": task, "data": data, "arch": arch, "intervention": interventions, "seed": seed}, assignments)
     if show_config:
         click.echo(config.describe())
         return
@@ -595,23 +600,6 @@ def compare(runs):
 DQN_PRESETS = ("paper", "cleanrl", "laptop", "smoke")
 
 
-def _dqn_config(preset_name, options, assignments):
-    """The DQN run's config: the preset, the options given, then each --set (usage errors)."""
-    from refplastic.config_fields import ConfigError
-    from refplastic.rl.config import preset, with_overrides
-
-    given = {field: value for field, value in options.items() if value is not None}
-    try:
-        config = preset(preset_name, **given)
-    except ConfigError as e:
-        raise click.BadParameter(e.problem, param_hint=f"'--{e.field}'" if e.field in options else f"'--set {e.field}'") \
-            from None
-    try:
-        return with_overrides(config, assignments)
-    except ConfigError as e:
-        raise click.BadParameter(e.problem if e.field == "set" else str(e), param_hint="'--set'") from None
-
-
 @cli.command(short_help="One Double DQN run on an Atari game, with or without LayerNorm, probed.")
 @click.option("--game", default=None, help="An Atari-57 game, e.g. pong, breakout, space_invaders. Default: pong.")
 @click.option("--preset", "preset_name", type=click.Choice(DQN_PRESETS), default="laptop", show_default=True,
@@ -633,8 +621,8 @@ def dqn(game, preset_name, layernorm, seed, frames, assignments, show_config, ch
     from refplastic.rl.frame_replay import check_replay_memory
     from refplastic.stopping import polling, stop_requested
 
-    config = _dqn_config(preset_name, {"game": game, "layernorm": layernorm, "seed": seed, "frames": frames},
-                         assignments)
+    config = _config("refplastic.rl.config", preset_name,
+                     {"game": game, "layernorm": layernorm, "seed": seed, "frames": frames}, assignments)
     if show_config:
         click.echo(config.describe())
         return

@@ -20,6 +20,7 @@ import json
 import h5py
 import numpy as np
 
+from .config_fields import config_differences
 from .h5io import atomic_h5, attr_text, check_format, open_h5, read_datasets, read_dict, read_json_attr, write_dict, write_json_attr
 from .nn import Network, as_dtype
 from .nn.optim import OPTIMIZERS, StateError, make_optimizer
@@ -187,3 +188,21 @@ def restore_rng(rng_state):
     except (TypeError, ValueError, KeyError, OverflowError):
         raise ValueError(f"invalid {name} state in checkpoint") from None
     return np.random.Generator(bg)
+
+
+def restore_streams(f, path, names):
+    """The generators saved as the JSON attribute ``rng`` of ``f`` (``{stream: bit generator
+    state}``), which must name exactly the streams ``names``; one-line ValueErrors otherwise."""
+    states = read_json_attr(f, "rng", path)
+    if set(states) != set(names):
+        raise ValueError(f"{path}: attribute 'rng' holds the streams {sorted(states)}, expected {sorted(names)}")
+    return {name: restore_rng(state) for name, state in states.items()}
+
+
+def check_saved_config(f, path, config):
+    """A one-line ValueError naming the fields where the JSON attribute ``config`` of ``f``
+    differs from ``config`` (a dataclass with ``to_json``)."""
+    saved = read_json_attr(f, "config", path)
+    differences = config_differences(config.to_json(), saved if isinstance(saved, dict) else {})
+    if differences:
+        raise ValueError(f"{path}: checkpoint was written with a different configuration: {differences}")

@@ -76,6 +76,23 @@ def finite(config, name, low=-math.inf, high=math.inf, strict=False, high_open=F
 
 
 # ---- JSON, --show-config and --set ---------------------------------------------------------------
+class ConfigFields:
+    """What a config dataclass inherits: :meth:`to_json`, :meth:`from_json` and :meth:`describe`."""
+
+    def to_json(self):
+        return to_json_values(self)
+
+    @classmethod
+    def from_json(cls, values):
+        """The config :meth:`to_json` wrote; a ValueError names a missing, unknown or bad field."""
+        return from_json_values(cls, values)
+
+    def describe(self):
+        """``FIELD = VALUE`` lines, one per field, in declaration order (``--show-config``)."""
+        return describe(self)
+
+
+
 def to_json_values(config):
     """The fields of ``config`` as JSON values (tuples as lists)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}

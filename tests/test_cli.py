@@ -198,6 +198,9 @@ def test_the_cli_lists_are_the_librarys():
 
     assert cli.RUN_PRESETS == tuple(config.PRESETS) and cli.RUN_TASKS == config.TASKS
     assert cli.RUN_ARCHITECTURES == config.ARCHITECTURES
+    from refplastic.rl import config as dqn_config
+
+    assert cli.DQN_PRESETS == tuple(dqn_config.PRESETS)
 
 
 def test_train_prints_each_evaluation_as_it_is_computed(tmp_path, monkeypatch):

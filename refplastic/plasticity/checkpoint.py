@@ -24,8 +24,7 @@ import json
 
 import numpy as np
 
-from ..checkpoint import load_optimizer_state, restore_rng
-from ..config_fields import config_differences
+from ..checkpoint import check_saved_config, load_optimizer_state, restore_streams
 from ..h5io import atomic_h5, check_format, open_h5, read_datasets, read_dict, read_json_attr, write_dict
 from .results import read_record, write_record
 from .run import Run
@@ -68,10 +67,7 @@ def load_run(path, config, images):
     """
     with open_h5(path) as f:
         check_format(f, path, FORMAT, VERSION, "a refplastic run checkpoint")
-        saved = read_json_attr(f, "config", path)
-        differences = config_differences(config.to_json(), saved if isinstance(saved, dict) else {})
-        if differences:
-            raise ValueError(f"{path}: checkpoint was written with a different configuration: {differences}")
+        check_saved_config(f, path, config)
         run = Run(config, images)
         if str(f.attrs.get("data_source")) != run.source or int(f.attrs.get("data_examples", -1)) != len(run.images):
             raise ValueError(f"{path}: checkpoint was written on another data set ({f.attrs.get('data_source')})")
@@ -89,10 +85,7 @@ def _restore(f, path, run):
         raise ValueError(f"{path}: status {run.status!r} at step {run.step} does not fit the configuration")
     run.seconds = read_json_attr(f, "seconds", path)
     run.log_window.load_state_dict(read_json_attr(f, "log_window", path))
-    states = read_json_attr(f, "rng", path)
-    if set(states) != set(run.rngs):
-        raise ValueError(f"{path}: attribute 'rng' holds the streams {sorted(states)}, expected {sorted(run.rngs)}")
-    run.rngs = {name: restore_rng(state) for name, state in states.items()}
+    run.rngs = restore_streams(f, path, run.rngs)
     run.net.load_state_dict(read_datasets(f["network"], f"{path}: /network"))
     load_optimizer_state(run.optimizer, read_dict(f["optimizer"], f"{path}: /optimizer"), f["optimizer"], path)
     if run.config.task == "memorise":

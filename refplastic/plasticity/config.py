@@ -15,8 +15,7 @@ checked in :meth:`RunConfig.__post_init__`, a bad one raising :class:`ConfigErro
 
 from dataclasses import dataclass
 
-from ..config_fields import (ConfigError, at_least, check_types, describe, finite, from_json_values, overridden,
-                             to_json_values)
+from ..config_fields import ConfigError, ConfigFields, at_least, check_types, finite, overridden
 
 TASKS = ("easy", "hard", "sparse", "memorise")
 ARCHITECTURES = ("mlp", "cnn")
@@ -41,7 +40,7 @@ INTERVENTIONS = {
 
 
 @dataclass
-class RunConfig:
+class RunConfig(ConfigFields):
     # ---- the experiment: task, data, network, interventions ------------------------------------
     seed: int = 0
     task: str = "hard"                 # easy (true-label), hard (random-label), sparse: sec. 3.2; memorise: sec. 4.1
@@ -137,19 +136,6 @@ class RunConfig:
                                                  f"{self.probe_examples} probe examples the first probe needs")
         if self.task == "memorise" and "twohot" in self.intervention:
             raise ConfigError("intervention", "twohot is a value head: it does not apply to the memorise task")
-
-    # ---- JSON -------------------------------------------------------------------------------------
-    def to_json(self):
-        return to_json_values(self)
-
-    @classmethod
-    def from_json(cls, values):
-        """The config :meth:`to_json` wrote; a ValueError names a missing, unknown or bad field."""
-        return from_json_values(cls, values)
-
-    def describe(self):
-        """``FIELD = VALUE`` lines, one per field, in declaration order (``--show-config``)."""
-        return describe(self)
 
 
 def _interventions(names):

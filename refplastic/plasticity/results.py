@@ -86,22 +86,33 @@ def read_record(group, where, groups=GROUPS):
 def write_results(path, config, record, statistic_names, summary):
     """The results file of a run: root attributes (format, version, the config as JSON and
     ``summary``: status, steps, plasticity loss, timings) and the record; written atomically."""
-    with atomic_h5(path) as f:
-        f.attrs["format"] = FORMAT
-        f.attrs["version"] = VERSION
-        f.attrs["config"] = json.dumps(config.to_json(), sort_keys=True)
-        for key, value in summary.items():
-            f.attrs[key] = value
-        f.attrs["plasticity_loss"] = plasticity_loss(record)
-        write_record(f, record, statistic_names)
+    write_results_file(path, (FORMAT, VERSION), config, record, statistic_names,
+                       {**summary, "plasticity_loss": plasticity_loss(record)})
 
 
 def read_results(path):
     """``(attrs, record, statistic_names)`` of a results file."""
+    return read_results_file(path, (FORMAT, VERSION), "a refplastic run", GROUPS)
+
+
+def write_results_file(path, file_format, config, record, statistic_names, attrs):
+    """A results file, written atomically: root attributes ``format`` and ``version`` (the pair
+    ``file_format``), ``config`` (JSON) and ``attrs``, and the record (:func:`write_record`)."""
+    with atomic_h5(path) as f:
+        f.attrs["format"], f.attrs["version"] = file_format
+        f.attrs["config"] = json.dumps(config.to_json(), sort_keys=True)
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        write_record(f, record, statistic_names)
+
+
+def read_results_file(path, file_format, what, groups):
+    """``(attrs, record, statistic_names)`` of a results file of ``file_format`` (format, version)
+    holding a record of ``groups``; ``what`` names the kind of file in the errors."""
     with open_h5(path) as f:
-        check_format(f, path, FORMAT, VERSION, "a refplastic run")
+        check_format(f, path, *file_format, what)
         attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
-        record, names = read_record(f, path)
+        record, names = read_record(f, path, groups)
     return attrs, record, names
 
 

@@ -27,10 +27,10 @@ import json
 
 import numpy as np
 
-from ..checkpoint import load_optimizer_state, restore_rng
-from ..config_fields import config_differences
+from ..checkpoint import check_saved_config, load_optimizer_state, restore_streams
 from ..h5io import atomic_h5, check_format, open_h5, read_datasets, read_dict, read_json_attr, write_dict
-from .results import read_dqn_record, write_record
+from ..plasticity.results import write_record
+from .results import read_dqn_record
 from .run import DQNRun
 
 FORMAT = "refplastic-dqn-checkpoint"
@@ -69,10 +69,7 @@ def load_dqn(path, config):
     """
     with open_h5(path) as f:
         check_format(f, path, FORMAT, VERSION, "a refplastic dqn checkpoint")
-        saved = read_json_attr(f, "config", path)
-        differences = config_differences(config.to_json(), saved if isinstance(saved, dict) else {})
-        if differences:
-            raise ValueError(f"{path}: checkpoint was written with a different configuration: {differences}")
+        check_saved_config(f, path, config)
         run = DQNRun(config)
         try:
             _restore(f, path, run)
@@ -90,10 +87,7 @@ def _restore(f, path, run):
     run.seconds = read_json_attr(f, "seconds", path)
     run.window.seconds = float(run.seconds.pop("at_last_log_row"))
     run.window.load_state_dict(read_json_attr(f, "window", path))
-    states = read_json_attr(f, "rng", path)
-    if set(states) != set(run.rngs):
-        raise ValueError(f"{path}: attribute 'rng' holds the streams {sorted(states)}, expected {sorted(run.rngs)}")
-    run.rngs = {name: restore_rng(state) for name, state in states.items()}
+    run.rngs = restore_streams(f, path, run.rngs)
     run.net.load_state_dict(read_datasets(f["network"], f"{path}: /network"))
     run.target.load_state_dict(read_datasets(f["target"], f"{path}: /target"))
     load_optimizer_state(run.optimizer, read_dict(f["optimizer"], f"{path}: /optimizer"), f["optimizer"], path)

@@ -23,11 +23,9 @@ Presets (:data:`PRESETS`):
 :meth:`DQNConfig.__post_init__`, a bad one raising :class:`ConfigError` naming the field.
 """
 
-import dataclasses
 from dataclasses import dataclass
 
-from ..config_fields import (ConfigError, at_least, check_types, describe, finite, from_json_values, overridden,
-                             to_json_values)
+from ..config_fields import ConfigError, ConfigFields, at_least, check_types, finite, overridden
 
 OPTIMIZERS = ("rmsprop", "adam")
 TD_LOSSES = ("clipped_gradient_l2", "huber", "mse")
@@ -35,7 +33,7 @@ DTYPES = ("float32", "float64")
 
 
 @dataclass
-class DQNConfig:
+class DQNConfig(ConfigFields):
     # ---- the experiment ----------------------------------------------------------------------
     seed: int = 0
     game: str = "pong"                   # a name of refplastic.rl.atari.GAMES (the 57 games of Atari-57)
@@ -140,29 +138,11 @@ class DQNConfig:
                                                  f"than a batch ({self.batch_size}) or the probe inputs "
                                                  f"({self.probe_examples})")
 
-    @property
-    def agent_steps(self):
-        """Agent steps (actions) of the whole run, over all environments: frames / frameskip."""
-        return self.frames // self.frameskip
-
     def epsilon(self, frame):
         """DQN Zoo's ``LinearSchedule``: epsilon_start until epsilon_decay_start frames, then linearly
         to epsilon_end over epsilon_decay_frames frames, then epsilon_end."""
         fraction = min(max(frame - self.epsilon_decay_start, 0), self.epsilon_decay_frames) / self.epsilon_decay_frames
         return (1 - fraction) * self.epsilon_start + fraction * self.epsilon_end
-
-    # ---- JSON and display ------------------------------------------------------------------------
-    def to_json(self):
-        return to_json_values(self)
-
-    @classmethod
-    def from_json(cls, values):
-        """The config :meth:`to_json` wrote; a ValueError names a missing, unknown or bad field."""
-        return from_json_values(cls, values)
-
-    def describe(self):
-        """``FIELD = VALUE`` lines, one per field (``--show-config``)."""
-        return describe(self)
 
 
 _ADAM = {"optimizer": "adam", "eps": 1e-8}
@@ -199,5 +179,3 @@ def with_overrides(config, assignments):
     """``config`` with each ``"FIELD=VALUE"`` of ``assignments`` applied (``--set``)."""
     return overridden(config, assignments, "refplastic dqn --show-config")
 
-
-FIELD_NAMES = tuple(f.name for f in dataclasses.fields(DQNConfig))

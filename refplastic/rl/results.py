@@ -17,12 +17,7 @@ diverged_at_frame, game, num_actions, architecture, num_parameters, seconds (tra
 probes), the last evaluation's mean return and its human-normalised score.
 """
 
-import json
-
-import numpy as np
-
-from ..h5io import atomic_h5, check_format, open_h5
-from ..plasticity.results import empty_record, read_record, write_record
+from ..plasticity.results import empty_record, read_record, read_results_file, write_results_file
 
 FORMAT = "refplastic-dqn"
 VERSION = 1
@@ -34,7 +29,7 @@ def new_record():
 
 
 def read_dqn_record(group, where):
-    """``(record, statistic_names)`` of a DQN record written by :func:`write_record`."""
+    """``(record, statistic_names)`` of a DQN record written by :func:`refplastic.plasticity.results.write_record`."""
     return read_record(group, where, GROUPS)
 
 
@@ -46,19 +41,9 @@ def final_evaluation(record):
 
 def write_results(path, config, record, statistic_names, summary):
     """The results file of a DQN run (root attributes from ``summary``), written atomically."""
-    with atomic_h5(path) as f:
-        f.attrs["format"] = FORMAT
-        f.attrs["version"] = VERSION
-        f.attrs["config"] = json.dumps(config.to_json(), sort_keys=True)
-        for key, value in summary.items():
-            f.attrs[key] = value
-        write_record(f, record, statistic_names)
+    write_results_file(path, (FORMAT, VERSION), config, record, statistic_names, summary)
 
 
 def read_results(path):
     """``(attrs, record, statistic_names)`` of a DQN results file."""
-    with open_h5(path) as f:
-        check_format(f, path, FORMAT, VERSION, "a refplastic dqn run")
-        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
-        record, names = read_dqn_record(f, path)
-    return attrs, record, names
+    return read_results_file(path, (FORMAT, VERSION), "a refplastic dqn run", GROUPS)
