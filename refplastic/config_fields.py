@@ -154,7 +154,8 @@ def _parsed(name, text, kind):
     return number
 
 
-def config_differences(mine, theirs):
-    """``"field A here, B in the file; ..."`` for the fields two JSON configs disagree on ("" if none)."""
-    keys = [k for k in dict.fromkeys([*mine, *theirs]) if mine.get(k) != theirs.get(k)]
+def config_differences(mine, theirs, ignore=()):
+    """``"field A here, B in the file; ..."`` for the fields two JSON configs disagree on, those of
+    ``ignore`` left out ("" if none)."""
+    keys = [k for k in dict.fromkeys([*mine, *theirs]) if k not in ignore and mine.get(k) != theirs.get(k)]
     return "; ".join(f"{k} {json.dumps(mine.get(k))} here, {json.dumps(theirs.get(k))} in the file" for k in keys)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .checkpoint import load_checkpoint, restore_rng, save_checkpoint
-from .config_fields import ConfigError, checked_fields
+from .config_fields import ConfigError, checked_fields, config_differences
 from .data import GENERATORS
 from .h5io import attr_text, exists
 from .nn import Linear, Network, make_loss
@@ -205,7 +205,7 @@ def _resume(path, config, net, optimizer, history):
         TrainConfig.from_json(run["config"])
     except ValueError as e:
         raise ValueError(f"{path}: /run: attribute 'config': {e}") from None
-    differences = _config_differences(config.to_json(), run["config"])
+    differences = config_differences(config.to_json(), run["config"], ignore=("steps",))  # a run may be extended
     if differences:
         raise ValueError(f"{path}: checkpoint was written with a different configuration: {differences}")
     if attr_text(saved["optimizer_name"]) != config.optimizer:
@@ -223,9 +223,3 @@ def _resume(path, config, net, optimizer, history):
         raise ValueError(f"{path}: {e}") from None
     net.load_state_dict(saved["network"].state_dict())
     return batches, _resumable_history(run["history"], run["step"], config), run["step"]
-
-
-def _config_differences(mine, theirs):
-    """What differs between two run configs, ignoring ``steps``: ``"hidden [16] here, [8] in the file"``."""
-    keys = [k for k in dict.fromkeys([*mine, *theirs]) if k != "steps" and mine.get(k) != theirs.get(k)]
-    return "; ".join(f"{k} {json.dumps(mine.get(k))} here, {json.dumps(theirs.get(k))} in the file" for k in keys)
