@@ -6,7 +6,6 @@ minibatch generator's state, so a resumed run gives the same numbers as an unint
 """
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 
