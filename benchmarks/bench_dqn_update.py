@@ -18,7 +18,7 @@ gradient as an autograd Function). Timing protocol: benchmarks/harness.py; steps
 
 ``--profile`` times instead, per step, each layer map of refplastic's step (time.perf_counter
 around every layer's forward and backward, the optimiser and the frame scaling; median over the
-steps) and torch's operators (torch.profiler), for the workloads chosen.
+steps) and torch's operators by input shape (torch.profiler), for the workloads chosen.
 """
 
 import time
@@ -173,10 +173,11 @@ def profile_refplastic(ours, steps=30):
 def profile_torch(theirs, steps=30):
     for _ in range(3):
         theirs()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
         for _ in range(steps):
             theirs()
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+    print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=30,
+                                                             max_shapes_column_width=60))
     print(f"  (torch: divide the totals by {steps} steps)")
 
 

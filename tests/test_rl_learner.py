@@ -7,7 +7,7 @@ import torch
 from oracle import assert_close, torch_module
 from test_rl_targets import ClipGradient
 
-from refplastic.nn import RMSprop, Adam, Network, make_loss
+from refplastic.nn import Adam, Network, RMSprop, make_loss
 from refplastic.rl.learner import learner_step, update_target
 from refplastic.rl.nature_cnn import nature_cnn, scaled_frames
 
