@@ -15,10 +15,14 @@ gradient as an autograd Function). Timing protocol: benchmarks/harness.py; steps
 
     python benchmarks/bench_dqn_update.py [--threads 2] [--repeats 7] [--markdown] [--only NAME] [--probe]
     python benchmarks/bench_dqn_update.py --profile [--only NAME] [--threads 2]
+    python benchmarks/bench_dqn_update.py --cpu-time --threads 1 [--repeats 7] [--only NAME]
 
 ``--profile`` times instead, per step, each layer map of refplastic's step (time.perf_counter
 around every layer's forward and backward, the optimiser and the frame scaling; median over the
-steps) and torch's operators (torch.profiler), for the workloads chosen.
+steps) and torch's operators by input shape (torch.profiler), for the workloads chosen.
+``--cpu-time`` (with ``--threads 1``) times the process's CPU seconds instead of wall seconds, in
+rounds of 8 steps alternating between the libraries: on a machine that other processes share, a
+single-threaded step's CPU time still measures its work, where wall time measures the sharing.
 """
 
 import time
@@ -27,8 +31,9 @@ from statistics import median
 
 import harness
 
-args = harness.parse_args(__doc__.split("\n")[0], [(("--profile",), dict(
-    action="store_true", help="time every layer map of refplastic's step and torch's operators instead"))])
+args = harness.parse_args(__doc__.split("\n")[0], [
+    (("--profile",), dict(action="store_true", help="time every layer map of refplastic's step and torch's operators")),
+    (("--cpu-time",), dict(action="store_true", help="time CPU seconds, not wall seconds (with --threads 1)"))])
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -173,15 +178,43 @@ def profile_refplastic(ours, steps=30):
 def profile_torch(theirs, steps=30):
     for _ in range(3):
         theirs()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
         for _ in range(steps):
             theirs()
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+    print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=30,
+                                                             max_shapes_column_width=60))
     print(f"  (torch: divide the totals by {steps} steps)")
 
 
+def cpu_time_table(steps=8):
+    """Median CPU ms a step of each library over ``args.repeats`` alternating rounds, and the median
+    of the paired ratios (each refplastic round over the torch round after it)."""
+    if args.threads != 1:
+        raise SystemExit("--cpu-time measures work only with --threads 1")
+    for name, dtype, make, _, warmup in workloads():
+        if args.only not in name:
+            continue
+        ours, theirs = make()
+        for f in (ours, theirs):
+            for _ in range(warmup):
+                f()
+        times = {ours: [], theirs: []}
+        for _ in range(args.repeats):
+            for f in (ours, theirs):
+                start = time.process_time()
+                for _ in range(steps):
+                    f()
+                times[f].append((time.process_time() - start) / steps * 1e3)
+        ratios = [a / b for a, b in zip(times[ours], times[theirs])]
+        print(f"{name:<52} {dtype:<8} CPU ms refplastic {median(times[ours]):8.2f}  "
+              f"torch {median(times[theirs]):8.2f}  ratio {median(ratios):5.2f}  "
+              f"rounds {min(ratios):.2f}-{max(ratios):.2f}", flush=True)
+
+
 if __name__ == "__main__":
-    if args.profile:
+    if args.cpu_time:
+        cpu_time_table()
+    elif args.profile:
         for name, dtype, make, _, _ in workloads():
             if args.only in name:
                 print(name, dtype, flush=True)

@@ -7,9 +7,10 @@ import torch
 from oracle import assert_close, torch_module
 from test_rl_targets import ClipGradient
 
-from refplastic.nn import RMSprop, Adam, Network, make_loss
+from refplastic.nn import Adam, ClippedGradientL2Loss, HuberLoss, MSELoss, Network, RMSprop, make_loss
 from refplastic.rl.learner import learner_step, update_target
 from refplastic.rl.nature_cnn import nature_cnn, scaled_frames
+from refplastic.rl.targets import q_learning_targets
 
 DQN_ZOO_RMSPROP = dict(lr=2.5e-4, alpha=0.95, eps=0.01 / 32**2, centered=True)
 
@@ -50,10 +51,14 @@ def test_scaled_frames():
 
 
 # ---- the learner step against torch ------------------------------------------------------------------
+# the clipped loss's bound: DQN Zoo's 1/32 clips every transition of the batches below with LayerNorm,
+# 0.1 leaves some on each side (test_the_clipped_loss_clips_some_and_not_all_of_the_first_batch)
+CLIP_BOUND = 0.1
+LOSSES = {"mse": MSELoss(), "huber": HuberLoss(), "clipped_gradient_l2": ClippedGradientL2Loss(bound=CLIP_BOUND)}
 TORCH_LOSSES = {
     "mse": torch.nn.functional.mse_loss,
     "huber": torch.nn.functional.huber_loss,
-    "clipped_gradient_l2": lambda q, y: (0.5 * ClipGradient.apply(y - q, -1 / 32, 1 / 32) ** 2).mean(),
+    "clipped_gradient_l2": lambda q, y: (0.5 * ClipGradient.apply(y - q, -CLIP_BOUND, CLIP_BOUND) ** 2).mean(),
 }
 # (loss, optimiser) pairs: CleanRL's Adam and MSE, DQN Zoo's RMSprop (eps inside the square root) and
 # clipped loss, and torch's centered RMSprop with Huber
@@ -139,10 +144,9 @@ def test_learner_step_equals_torchs(double_q, layernorm, loss_name):
     target = Network.from_architecture(nature_cnn(4, layernorm), rng)
     module, target_module = torch_module(net), torch_module(target)
     optimiser, torch_optimiser = make_optimisers(OPTIMISER[loss_name], net, module)
-    loss = make_loss(loss_name)
     for step in range(2):
         batch = random_batch(rng)
-        value, mean_q = learner_step(net, target, optimiser, loss, batch, 0.99, double_q)
+        value, mean_q = learner_step(net, target, optimiser, LOSSES[loss_name], batch, 0.99, double_q)
         expected_value, expected_q = torch_learner_step(module, target_module, torch_optimiser, loss_name, batch,
                                                         0.99, double_q)
         assert value == pytest.approx(expected_value, rel=1e-12) and mean_q == pytest.approx(expected_q, rel=1e-12)
@@ -153,15 +157,19 @@ def test_learner_step_equals_torchs(double_q, layernorm, loss_name):
         assert np.array_equal(target.flat, net.flat)
 
 
-def test_clipped_loss_clips_some_and_not_all_of_the_test_batch():
-    """The batch of the test above exercises both sides of the clipped loss's bound."""
+@pytest.mark.parametrize("layernorm", [False, True], ids=["plain", "layernorm"])
+@pytest.mark.parametrize("double_q", [False, True], ids=["dqn", "double"])
+def test_the_clipped_loss_clips_some_and_not_all_of_the_first_batch(double_q, layernorm):
+    """The first batch of test_learner_step_equals_torchs exercises both sides of the clipped loss's bound."""
     rng = np.random.default_rng(7)
-    net = Network.from_architecture(nature_cnn(4), rng)
-    Network.from_architecture(nature_cnn(4), rng)
+    net = Network.from_architecture(nature_cnn(4, layernorm), rng)
+    target = Network.from_architecture(nature_cnn(4, layernorm), rng)
     batch = random_batch(rng)
-    z = net(scaled_frames(batch["observation"], np.float64))[np.arange(5), batch["action"]]
-    shares = np.abs(z - batch["reward"]) / 5  # the rewards dominate the targets at initialisation
-    assert (shares > 1 / 32).any() and (shares < 1 / 32).any()
+    next_x = scaled_frames(batch["next_observation"], np.float64)
+    y = q_learning_targets(batch["reward"], batch["discount"], 0.99, target(next_x), net(next_x) if double_q else None)
+    q = net(scaled_frames(batch["observation"], np.float64))[np.arange(5), batch["action"]]
+    shares = np.abs(q - y) / 5
+    assert (shares > CLIP_BOUND).any() and (shares < CLIP_BOUND).any()
 
 
 def test_learner_step_updates_only_through_the_taken_actions():

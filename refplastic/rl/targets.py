@@ -33,7 +33,8 @@ def q_learning_targets(rewards, discounts, gamma, next_target_values, next_onlin
     discount factor."""
     n = len(next_target_values)
     rewards, discounts = _per_transition("rewards", rewards, n), _per_transition("discounts", discounts, n)
-    if next_online_values is not None and np.shape(next_online_values) != np.shape(next_target_values):
-        raise ValueError(f"next_online_values must have the shape of next_target_values {np.shape(next_target_values)}, "
+    shape = np.shape(next_target_values)
+    if next_online_values is not None and np.shape(next_online_values) != shape:
+        raise ValueError(f"next_online_values must have the shape of next_target_values {shape}, "
                          f"got {np.shape(next_online_values)}")
     return td_targets(rewards, next_target_values, gamma * discounts, next_online_values)
