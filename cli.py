@@ -27,6 +27,7 @@ CHECKPOINT, STATISTICS, REFERENCE, CURVATURE = ("refplastic-checkpoint", "refpla
                                                 "refplastic-reference", "refplastic-curvature")
 RUN, RUN_CHECKPOINT = "refplastic-run", "refplastic-run-checkpoint"
 DQN, DQN_CHECKPOINT = "refplastic-dqn", "refplastic-dqn-checkpoint"
+PROGRESS = "refplastic-progress"
 CURVATURE_QUANTITIES = ("hessian_eigenvalues", "ggn_eigenvalues", "hessian_lanczos", "ggn_lanczos", "hessian_trace",
                         "ggn_trace", "hessian_density", "ggn_density", "gradients", "ntk")
 
@@ -483,6 +484,29 @@ def _config(module, preset_name, options, assignments):
         raise click.BadParameter(e.problem if e.field == "set" else str(e), param_hint="'--set'") from None
 
 
+PROGRESS_OPTION = click.option("--progress", "progress_file", type=click.Path(dir_okay=False), default=None, hidden=True,
+                               help="Keep 'refplastic-progress DONE TOTAL UNIT' in this file as the job goes (for refplastic sweep).")
+
+
+class _ProgressFile:
+    """``--progress FILE``: the job's progress as ``refplastic-progress DONE TOTAL UNIT``, rewritten whole (temporary
+    name and rename) at most once a second and at the end, for ``refplastic sweep`` to read."""
+
+    def __init__(self, path, total, unit):
+        import time
+
+        self.path, self.total, self.unit, self.clock, self.written = path, total, unit, time.monotonic, None
+
+    def __call__(self, done):
+        if self.path is None or (self.written is not None and self.clock() - self.written < 1.0 and done < self.total):
+            return
+        from refplastic.outputs import atomic_path
+
+        with atomic_path(self.path) as tmp, open(tmp, "w") as f:
+            f.write(f"{PROGRESS} {done} {self.total} {self.unit}\n")
+        self.written = self.clock()
+
+
 @cli.command(short_help="One plasticity run: a DQN on a classification MDP, probed.")
 @click.option("--preset", "preset_name", type=click.Choice(RUN_PRESETS), default="laptop", show_default=True,
               help="Sizes and settings: the paper's, a laptop's (minutes), or a smoke test's (seconds).")
@@ -502,7 +526,9 @@ def _config(module, preset_name, options, assignments):
               help="Save here as the run goes and when stopped; resume from it if it exists.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the results here (HDF5).")
 @FORCE_OPTION
-def run(preset_name, task, data, arch, intervention, seed, assignments, show_config, checkpoint, out, force):
+@PROGRESS_OPTION
+def run(preset_name, task, data, arch, intervention, seed, assignments, show_config, checkpoint, out, force,
+        progress_file):
     """One plasticity run of Lyle et al. (2023): a DQN agent on a classification MDP (or the
     memorisation task), its plasticity probed on a schedule with the statistics of refplastic
     stats; prints the probe loss at each probe point and the plasticity loss at the end."""
@@ -517,15 +543,21 @@ def run(preset_name, task, data, arch, intervention, seed, assignments, show_con
     if show_config:
         click.echo(config.describe())
         return
-    _check_paths({"--out": (out, RUN), "--checkpoint": (checkpoint, resumed(RUN_CHECKPOINT))}, force=force)
+    _check_paths({"--out": (out, RUN), "--checkpoint": (checkpoint, resumed(RUN_CHECKPOINT)),
+                  "--progress": (progress_file, PROGRESS)}, force=force)
     total = config.train_steps + len(probe_points(config)) * config.probe_steps
     with click.progressbar(length=total, label="run", file=sys.stderr, show_pos=True,
                            item_show_func=lambda rate: rate) as bar, polling():
         rate = _Rate()
         table = _ProbeTable(bar)
-        finished = experiment.run_experiment(config, checkpoint,
-                                             on_step=lambda n, probe=False: bar.update(n, rate(bar.pos + n)),
-                                             on_probe=table.row, should_stop=stop_requested)
+        progress = _ProgressFile(progress_file, total, "steps")
+
+        def on_step(n, probe=False):
+            bar.update(n, rate(bar.pos + n))
+            progress(bar.pos)
+
+        finished = experiment.run_experiment(config, checkpoint, on_step=on_step, on_probe=table.row,
+                                             should_stop=stop_requested)
     if finished.status == "diverged":
         click.echo(f"diverged at step {finished.diverged_at}: the loss or the parameters stopped being finite "
                    f"(recorded{' in ' + out if out else ''})")
@@ -614,7 +646,8 @@ DQN_PRESETS = ("paper", "cleanrl", "laptop", "smoke")
               help="Save here as the run goes and when stopped; resume from it if it exists.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the results here (HDF5).")
 @FORCE_OPTION
-def dqn(game, preset_name, layernorm, seed, frames, assignments, show_config, checkpoint, out, force):
+@PROGRESS_OPTION
+def dqn(game, preset_name, layernorm, seed, frames, assignments, show_config, checkpoint, out, force, progress_file):
     """One Double DQN run on an Atari game (Lyle et al. 2023, A.3): prints each evaluation's mean
     return and each probe point's probe loss as they come, and the final score at the end."""
     from refplastic.rl import experiment
@@ -626,7 +659,8 @@ def dqn(game, preset_name, layernorm, seed, frames, assignments, show_config, ch
     if show_config:
         click.echo(config.describe())
         return
-    _check_paths({"--out": (out, DQN), "--checkpoint": (checkpoint, resumed(DQN_CHECKPOINT))}, force=force)
+    _check_paths({"--out": (out, DQN), "--checkpoint": (checkpoint, resumed(DQN_CHECKPOINT)),
+                  "--progress": (progress_file, PROGRESS)}, force=force)
     try:
         check_replay_memory(config.replay_capacity, config.num_envs)
     except ValueError as e:
@@ -635,10 +669,12 @@ def dqn(game, preset_name, layernorm, seed, frames, assignments, show_config, ch
                            item_show_func=lambda text: text) as bar, polling():
         rate = _Rate(unit="frames/s")
         rows = _DQNRows(bar)
+        progress = _ProgressFile(progress_file, config.frames, "frames")
 
         def on_frames(n, row):
             bar.update(n, f"{rate(bar.pos + n)}, return {row.get('return_mean', float('nan')):.1f}"
                           f", eps {row.get('epsilon', float('nan')):.2f}" if row else rate(bar.pos + n))
+            progress(bar.pos)
 
         finished = experiment.run_dqn(config, checkpoint, on_frames=on_frames, on_row=rows.row,
                                       should_stop=stop_requested)
@@ -668,6 +704,185 @@ class _DQNRows:
             final = values["final_loss"]
             text = f"frame {int(values['frame']):>11}  probe loss {float(final.mean()):.5g} +- {float(final.std()):.2g}"
         _echo_above(self.bar, text)
+
+
+SWEEP_OPTIONS = {"run": ("task", "data", "arch", "intervention", "seed"), "dqn": ("game", "layernorm", "frames", "seed")}
+"""Repeated from refplastic.sweep.grid.COMMAND_OPTIONS for --help without numpy (tests/test_cli.py keeps them equal)."""
+
+
+@cli.command(short_help="A grid of runs (run or dqn) on this machine or a Dask cluster; resumable.")
+@click.option("--grid", "grid_file", type=click.Path(dir_okay=False), default=None,
+              help="The grid as a TOML file (docs/sweep.md), instead of the options below.")
+@click.option("--command", "command_name", type=click.Choice(tuple(SWEEP_OPTIONS)), default=None,
+              help="What each run is: refplastic run (default) or refplastic dqn.")
+@click.option("--preset", "preset_name", default=None, help="The preset of every run. Default: laptop.")
+@click.option("--task", default=None, help="Comma list (run), e.g. easy,hard.")
+@click.option("--data", default=None, help="Comma list (run), e.g. builtin,mnist:DIR.")
+@click.option("--arch", default=None, help="Comma list (run): mlp,cnn.")
+@click.option("--intervention", default=None,
+              help="Comma list (run), one run's interventions joined by '+', e.g. none,layernorm,layernorm+twohot.")
+@click.option("--game", default=None, help="Comma list (dqn), e.g. pong,breakout.")
+@click.option("--layernorm", default=None, help="Comma list (dqn): false,true.")
+@click.option("--frames", default=None, help="Comma list (dqn).")
+@click.option("--seed", default=None, help="Comma list, e.g. 0,1,2.")
+@click.option("--set", "assignments", multiple=True, metavar="FIELD=VALUES",
+              help="A config field and its comma list of values (repeatable).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="The grid's directory: its manifest, each run's results, checkpoint and log.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Runs at a time on this machine, one BLAS thread each. Default: its cores.")
+@click.option("--scheduler", default=None,
+              help="Send every run to the Dask scheduler at tcp://HOST:PORT (the 'cluster' extra); DIR must be "
+                   "shared by its workers.")
+@click.option("--list", "list_runs", is_flag=True, help="Print each run's name and command and exit.")
+def sweep(grid_file, command_name, preset_name, task, data, arch, intervention, game, layernorm, frames, seed,
+          assignments, out_dir, jobs, scheduler, list_runs):
+    """Run every combination of the values given (comma lists of the options of refplastic run,
+    or of refplastic dqn with --command dqn; or a TOML --grid file), each run writing its own
+    results file in --out. The same command again skips finished runs and resumes unfinished ones
+    from their checkpoints; a directory holds one grid. Prints a line as each run ends and lists
+    the failures at the end (exit 1 if any). Then: refplastic analyse DIR --out REPORT_DIR."""
+    import shlex
+
+    from refplastic.sweep import directory as layout
+    from refplastic.sweep.grid import GridError, GridFileError, grid_from_options, grid_from_toml, grid_runs
+    from refplastic.sweep.runner import GridStopped, run_grid
+    from refplastic.stopping import polling, stop_requested
+
+    options = {"task": task, "data": data, "arch": arch, "intervention": intervention, "game": game,
+               "layernorm": layernorm, "frames": frames, "seed": seed}
+    try:
+        if grid_file is not None:
+            given = [f"--{name}" for name, value in options.items() if value is not None]
+            given += [f"--{name}" for name, value in (("command", command_name), ("preset", preset_name),
+                                                        ("set", assignments)) if value]
+            if given:
+                raise click.UsageError(f"give the grid either as --grid FILE or as options, not both ({given[0]})")
+            grid = grid_from_toml(grid_file)
+        else:
+            command_name = command_name or "run"
+            others = [name for name, value in options.items() if value is not None and name not in SWEEP_OPTIONS[command_name]]
+            if others:
+                raise click.UsageError(f"--{others[0]} is not an option of refplastic {command_name}"
+                                       + ("; add --command dqn" if command_name == "run" else ""))
+            grid = grid_from_options(command_name, preset_name or "laptop",
+                                     {name: options[name] for name in SWEEP_OPTIONS[command_name]}, assignments)
+        runs = grid_runs(grid)
+    except GridError as e:
+        if grid_file is not None:  # the file's content is data: exit 1, naming the file
+            raise click.ClickException(e.problem if isinstance(e, GridFileError) else f"{grid_file}: {e}") from None
+        raise click.BadParameter(e.problem, param_hint=f"'--{e.field}'") from None
+    for run in runs:
+        _check_grid_run(run, grid_file)
+    if list_runs:
+        for run in runs:
+            click.echo(f"{run.name}: refplastic {shlex.join(run.arguments())}")
+        return
+    if out_dir is None:
+        raise click.UsageError("Missing option '--out' (the grid's directory)")
+    if scheduler is not None and jobs is not None:
+        raise click.UsageError("--jobs is for runs on this machine; with --scheduler each worker's threads decide")
+    _claim_directory(out_dir, grid, runs)
+    executor = _executor(jobs, scheduler)
+    done_before = sum(os.path.exists(layout.results_path(out_dir, run.name)) for run in runs)
+    where = f"the Dask scheduler at {scheduler}" if scheduler else f"{executor.jobs} process{'es' if executor.jobs > 1 else ''} on this machine"
+    click.echo(f"grid of {len(runs)} runs in {out_dir} ({done_before} finished before), on {where}")
+    with click.progressbar(length=len(runs), label="sweep", file=sys.stderr, show_pos=True,
+                           item_show_func=lambda text: text) as bar, polling():
+        bar.update(done_before)
+
+        def on_outcome(outcome):
+            text = f"{outcome.name}: {outcome.status} ({outcome.seconds:.0f} s)"
+            _echo_above(bar, f"{text}: {outcome.message}" if outcome.message else text)
+            if outcome.status in ("finished", "done", "failed"):
+                bar.update(1, bar.current_item)
+
+        def on_progress(running):
+            if running:
+                name, (done, total, unit) = min(running.items(), key=lambda item: item[1][0] / max(item[1][1], 1))
+                bar.update(0, f"{len(running)} running; slowest {name} at {done}/{total} {unit}")
+
+        outcomes = run_grid(out_dir, runs, executor, on_progress, on_outcome, stop_requested)
+    if stop_requested():
+        raise GridStopped(stop_requested(), sum(o.status in ("finished", "done") for o in outcomes), len(runs))
+    failed = [o for o in outcomes if o.status == "failed"]
+    click.echo(f"{len(runs) - len(failed)} of {len(runs)} runs finished in {out_dir}"
+               + (f"; {len(failed)} failed:" if failed else f"; next: refplastic analyse {out_dir} --out REPORT_DIR"))
+    for outcome in failed:
+        click.echo(f"  {outcome.name}: {outcome.message} (log: {layout.log_path(out_dir, outcome.name)})")
+    if failed:
+        sys.exit(1)
+
+
+def _check_grid_run(run, grid_file):
+    """A grid run's config built as its command would build it, before any work: a bad value is a
+    usage error naming the option (or the grid file)."""
+    types = {"seed": int, "frames": int, "layernorm": lambda v: v == "true",
+             "intervention": lambda v: tuple(v.split("+"))}
+    module = {"run": "refplastic.plasticity.config", "dqn": "refplastic.rl.config"}[run.command]
+    presets = {"run": RUN_PRESETS, "dqn": DQN_PRESETS}[run.command]
+    try:
+        if run.preset not in presets:
+            raise click.BadParameter(f"must be one of {', '.join(presets)} for refplastic {run.command}, "
+                                     f"got {run.preset!r}", param_hint="'--preset'")
+        options = {}
+        for name, text in run.options.items():
+            try:
+                options[name] = types.get(name, str)(text)
+            except ValueError:
+                raise click.BadParameter(f"expected an integer, got {text!r}", param_hint=f"'--{name}'") from None
+        if "data" in options:
+            _data_spec(None, None, options["data"])
+        config = _config(module, run.preset, options, run.assignments)
+        if run.command == "dqn":
+            from refplastic.rl.frame_replay import check_replay_memory
+
+            try:
+                check_replay_memory(config.replay_capacity, config.num_envs)
+            except ValueError as e:
+                raise click.BadParameter(str(e), param_hint="'--set replay_capacity'") from None
+    except click.BadParameter as e:
+        if grid_file is None:
+            raise
+        field = (e.param_hint or "").strip("'-").replace("set ", "set.")
+        raise click.ClickException(f"{grid_file}: {field}: {e.message}") from None
+
+
+def _claim_directory(out_dir, grid, runs):
+    """The grid's directory made (or found) and claimed for this grid, and every run's files
+    proved usable, before any work: a usage error naming --out otherwise."""
+    from refplastic.outputs import check_output, check_writable
+    from refplastic.sweep import directory as layout
+
+    kinds = {"run": (RUN, RUN_CHECKPOINT), "dqn": (DQN, DQN_CHECKPOINT)}[grid.command]
+    try:
+        if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+            raise OSError(f"{out_dir} is a file, not a directory")
+        layout.make_directories(out_dir)
+        check_writable(os.path.join(out_dir, layout.MANIFEST))
+        layout.claim(out_dir, grid, runs)
+        for run in runs:
+            for path, kind in zip((layout.results_path(out_dir, run.name), layout.checkpoint_path(out_dir, run.name)),
+                                  kinds):
+                check_output(path, kind, resumes=True)
+    except (OSError, ValueError) as e:
+        raise click.BadParameter(str(e), param_hint="'--out'") from None
+
+
+def _executor(jobs, scheduler):
+    """The local executor (``jobs`` processes, default the cores) or the Dask one at ``scheduler``."""
+    from refplastic.sweep.executors import DaskExecutor, LocalExecutor, default_jobs
+
+    if scheduler is None:
+        return LocalExecutor(jobs or default_jobs())
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise click.UsageError("--scheduler needs Dask's distributed: pip install 'refplastic[cluster]'") from None
+    try:
+        return DaskExecutor(scheduler)
+    except (OSError, ValueError, TypeError) as e:
+        raise click.ClickException(f"--scheduler: {e}") from None
 
 
 @cli.command(name="dqn-report", short_help="Scores, LayerNorm's improvement and learning curves of DQN runs.")

@@ -8,6 +8,7 @@ Both run :func:`refplastic.sweep.task.run_one`, so a grid gives the same files o
 
 import concurrent.futures
 import os
+import time
 import uuid
 
 from .task import run_one
@@ -59,13 +60,12 @@ class DaskExecutor:
                                   key=f"refplastic-{run.name}-{uuid.uuid4().hex[:8]}")
 
     def wait(self, futures, timeout):
-        from distributed import wait
-
-        try:
-            done, _ = wait(futures, timeout=timeout, return_when="FIRST_COMPLETED")
-        except TimeoutError:
-            return set()
-        return done
+        deadline = time.monotonic() + timeout
+        while True:
+            done = {future for future in futures if future.done()}
+            if done or time.monotonic() >= deadline:
+                return done
+            time.sleep(0.05)
 
     def close(self):
         self.client.close()

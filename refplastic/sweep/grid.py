@@ -45,6 +45,13 @@ class GridError(ValueError):
         self.field, self.problem = field, problem
 
 
+class GridFileError(GridError):
+    """A grid file that cannot be read or is not a grid (bad data, not bad usage)."""
+
+    def __init__(self, problem):
+        super().__init__("grid", problem)
+
+
 @dataclasses.dataclass(frozen=True)
 class Grid:
     """``command`` ("run" or "dqn"), its ``preset``, and ``axes``: ``((key, values), ...)`` with
@@ -98,24 +105,26 @@ def grid_from_toml(path):
     """The grid of the TOML file ``path`` (the module docstring shows one)."""
     import tomllib
 
+    from ..h5io import check_readable
+
     try:
-        with open(path, "rb") as f:
+        with open(check_readable(path), "rb") as f:
             table = tomllib.load(f)
     except OSError as e:
-        raise GridError("grid", f"cannot read {path}: {e.strerror or e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise GridError("grid", f"{path} is not valid TOML: {e}") from None
+        raise GridFileError(str(e)) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise GridFileError(f"{path} is not a TOML grid file: {e}") from None
     command, preset = table.pop("command", "run"), table.pop("preset", "laptop")
     for key, value in (("command", command), ("preset", preset)):
         if not isinstance(value, str):
-            raise GridError("grid", f"{path}: {key} must be a string, got {value!r}")
+            raise GridFileError(f"{path}: {key} must be a string, got {value!r}")
     settings = table.pop("set", {})
     if not isinstance(settings, dict):
-        raise GridError("grid", f"{path}: set must be a table of FIELD = value(s)")
+        raise GridFileError(f"{path}: set must be a table of FIELD = value(s)")
     allowed = COMMAND_OPTIONS.get(command, ())
     unknown = [key for key in table if key not in allowed]
     if unknown:
-        raise GridError("grid", f"{path}: unknown key {unknown[0]!r}; a {command} grid takes command, preset, "
+        raise GridFileError(f"{path}: unknown key {unknown[0]!r}; a {command} grid takes command, preset, "
                                 f"{', '.join(allowed)} and a [set] table")
     axes = [(key, _toml_values(path, key, value)) for key, value in table.items()]
     axes += [(f"set:{field}", _toml_values(path, f"set.{field}", value)) for field, value in settings.items()]
@@ -177,7 +186,7 @@ def _comma_list(field, text):
 def _toml_values(path, key, value):
     values = value if isinstance(value, list) else [value]
     if not values:
-        raise GridError("grid", f"{path}: {key} is an empty list")
+        raise GridFileError(f"{path}: {key} is an empty list")
     texts = []
     for v in values:
         if isinstance(v, bool):
@@ -185,7 +194,7 @@ def _toml_values(path, key, value):
         elif isinstance(v, (int, float, str)):
             texts.append(v if isinstance(v, str) else repr(v))
         else:
-            raise GridError("grid", f"{path}: {key} must be a string, number or boolean (or a list of them), got {v!r}")
+            raise GridFileError(f"{path}: {key} must be a string, number or boolean (or a list of them), got {v!r}")
     _check_distinct(f"grid {key}", texts)
     return tuple(texts)
 

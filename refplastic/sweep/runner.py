@@ -36,6 +36,8 @@ def run_grid(directory, runs, executor, on_progress=None, on_outcome=None, shoul
     if os.path.exists(stop):
         os.remove(stop)
     outcomes, pending = {}, {}
+    if should_stop is not None and should_stop():
+        open(stop, "w").close()
     for run in runs:
         if os.path.exists(layout.results_path(directory, run.name)):
             outcomes[run.name] = Outcome(run.name, "done", "finished before")
