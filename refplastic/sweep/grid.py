@@ -121,14 +121,19 @@ def grid_from_toml(path):
     settings = table.pop("set", {})
     if not isinstance(settings, dict):
         raise GridFileError(f"{path}: set must be a table of FIELD = value(s)")
-    allowed = COMMAND_OPTIONS.get(command, ())
+    if command not in COMMAND_OPTIONS:
+        raise GridFileError(f"{path}: command: must be one of {', '.join(COMMAND_OPTIONS)}, got {command!r}")
+    allowed = COMMAND_OPTIONS[command]
     unknown = [key for key in table if key not in allowed]
     if unknown:
         raise GridFileError(f"{path}: unknown key {unknown[0]!r}; a {command} grid takes command, preset, "
                                 f"{', '.join(allowed)} and a [set] table")
     axes = [(key, _toml_values(path, key, value)) for key, value in table.items()]
     axes += [(f"set:{field}", _toml_values(path, f"set.{field}", value)) for field, value in settings.items()]
-    return make_grid(command, preset, axes)
+    try:
+        return make_grid(command, preset, axes)
+    except GridError as e:
+        raise GridFileError(f"{path}: {e}") from None
 
 
 def make_grid(command, preset, axes):
@@ -153,6 +158,20 @@ def make_grid(command, preset, axes):
         return (key == "seed", order.index(key) if key in order else len(order))
 
     return Grid(command, preset, tuple(sorted(axes, key=rank)))
+
+
+def absolute_data_paths(grid):
+    """``grid`` with each data set spec naming a relative directory (``mnist:data/mnist``) made
+    absolute: every run works in the grid's directory, not where the sweep was started."""
+    import os
+
+    def absolute(spec):
+        kind, sep, where = spec.partition(":")
+        return f"{kind}:{os.path.abspath(where)}" if sep and where and not os.path.isabs(where) else spec
+
+    axes = tuple((key, tuple(absolute(v) for v in values) if key in ("data", "set:data") else values)
+                 for key, values in grid.axes)
+    return dataclasses.replace(grid, axes=axes)
 
 
 def grid_runs(grid):

@@ -74,25 +74,27 @@ def run_one(directory, run, threads=1):
     return Outcome(run.name, "failed", reason, seconds)
 
 
-def command_line(directory, run):
-    """The run's command: ``python -m refplastic.cli <arguments> --checkpoint ... --out ... --progress ...``."""
+def command_line(run):
+    """The run's command, to be run in the grid's directory (so that its files, which record it,
+    are the same wherever the grid is): ``python -m refplastic.cli <arguments> --checkpoint
+    NAME.ck.h5 --out NAME.h5 --progress .progress/NAME``."""
+    here = ""
     return [sys.executable, "-m", "refplastic.cli", *run.arguments(),
-            "--checkpoint", layout.checkpoint_path(directory, run.name),
-            "--out", layout.results_path(directory, run.name),
-            "--progress", layout.progress_path(directory, run.name)]
+            "--checkpoint", layout.checkpoint_path(here, run.name), "--out", layout.results_path(here, run.name),
+            "--progress", layout.progress_path(here, run.name)]
 
 
 def _run_command(directory, run, threads, lock):
     """Run the command with its output appended to the run's log; ``(exit code, this attempt's
     lines)``. A stop file in ``directory`` sends the child SIGTERM (it checkpoints and exits)."""
     env = {**os.environ, **{name: str(threads) for name in THREAD_VARIABLES}}
-    command = command_line(directory, run)
+    command = command_line(run)
     with open(layout.log_path(directory, run.name), "a+") as log:
         log.write(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} on {socket.gethostname()}: "
                   f"{' '.join(command[1:])}\n")
         log.flush()
         start = log.tell()
-        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+        child = subprocess.Popen(command, cwd=directory, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                                  pass_fds=(lock,), preexec_fn=functools.partial(_stop_with_parent, os.getpid()))
         signalled = False
         while True:
