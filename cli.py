@@ -745,7 +745,7 @@ def sweep(grid_file, command_name, preset_name, task, data, arch, intervention, 
     import shlex
 
     from refplastic.sweep import directory as layout
-    from refplastic.sweep.grid import GridError, GridFileError, grid_from_options, grid_from_toml, grid_runs
+    from refplastic.sweep.grid import GridError, GridFileError, absolute_data_paths, grid_from_options, grid_from_toml, grid_runs
     from refplastic.sweep.runner import GridStopped, run_grid
     from refplastic.stopping import polling, stop_requested
 
@@ -767,7 +767,7 @@ def sweep(grid_file, command_name, preset_name, task, data, arch, intervention, 
                                        + ("; add --command dqn" if command_name == "run" else ""))
             grid = grid_from_options(command_name, preset_name or "laptop",
                                      {name: options[name] for name in SWEEP_OPTIONS[command_name]}, assignments)
-        runs = grid_runs(grid)
+        runs = grid_runs(absolute_data_paths(grid))
     except GridError as e:
         if grid_file is not None:  # the file's content is data: exit 1, naming the file
             raise click.ClickException(e.problem if isinstance(e, GridFileError) else f"{grid_file}: {e}") from None
