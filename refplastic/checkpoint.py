@@ -199,10 +199,10 @@ def restore_streams(f, path, names):
     return {name: restore_rng(state) for name, state in states.items()}
 
 
-def check_saved_config(f, path, config):
+def check_saved_config(f, path, config, ignore=()):
     """A one-line ValueError naming the fields where the JSON attribute ``config`` of ``f``
-    differs from ``config`` (a dataclass with ``to_json``)."""
+    differs from ``config`` (a dataclass with ``to_json``), those of ``ignore`` left out."""
     saved = read_json_attr(f, "config", path)
-    differences = config_differences(config.to_json(), saved if isinstance(saved, dict) else {})
+    differences = config_differences(config.to_json(), saved if isinstance(saved, dict) else {}, ignore)
     if differences:
         raise ValueError(f"{path}: checkpoint was written with a different configuration: {differences}")

@@ -184,8 +184,28 @@ def test_a_checkpoint_of_another_config_is_refused(tmp_path):
     checkpoint = tmp_path / "ck.h5"
     finished = DQNRun(preset("smoke", frames=1280, **SMOKE))
     finished.run(checkpoint=lambda r: save_dqn(checkpoint, r))
-    with pytest.raises(ValueError, match=r"different configuration: frames 1920 here, 1280 in the file"):
-        load_dqn(checkpoint, preset("smoke", **SMOKE))
+    with pytest.raises(ValueError, match=r"different configuration: lr 0.001 here, 0.0001 in the file"):
+        load_dqn(checkpoint, preset("smoke", frames=1280, **{**SMOKE, "lr": 1e-3}))
+    with pytest.raises(ValueError, match=r"at frame 1280, beyond frames = 640; give at least 1280"):
+        load_dqn(checkpoint, preset("smoke", frames=640, **SMOKE))
+
+
+def test_a_finished_run_extended_is_the_longer_run_plus_its_old_end(whole, tmp_path):
+    """A 1280-frame run resumed with frames = 1920 trains exactly as the 1920-frame run; its record
+    also has the evaluation at 1280, the old end (the 1920 run evaluates at 0, 960 and 1920)."""
+    checkpoint = tmp_path / "ck.h5"
+    DQNRun(preset("smoke", frames=1280, **SMOKE)).run(checkpoint=lambda r: save_dqn(checkpoint, r))
+    extended = load_dqn(checkpoint, preset("smoke", **SMOKE))
+    assert extended.status == "running"
+    extended.run()
+    assert extended.status == "complete" and extended.frame == whole.frame
+    np.testing.assert_array_equal(extended.net.flat, whole.net.flat)
+    for group in ("train", "episodes", "probes"):
+        records_equal({group: extended.record[group]}, {group: whole.record[group]})
+    assert list(extended.record["evaluation"]["frame"]) == [0, 960, 1280, 1920]
+    keep = [0, 1, 3]
+    for key, values in whole.record["evaluation"].items():
+        np.testing.assert_array_equal(np.asarray(extended.record["evaluation"][key])[keep], values, err_msg=key)
 
 
 def test_divergence_is_recorded_as_data(tmp_path):

@@ -31,7 +31,7 @@ from ..checkpoint import check_saved_config, load_optimizer_state, restore_strea
 from ..h5io import atomic_h5, check_format, open_h5, read_datasets, read_dict, read_json_attr, write_dict
 from ..plasticity.results import write_record
 from .results import read_dqn_record
-from .run import DQNRun
+from .run import DQNRun, evaluation_frames, probe_frames
 
 FORMAT = "refplastic-dqn-checkpoint"
 VERSION = 1
@@ -65,11 +65,16 @@ def load_dqn(path, config):
     """The :class:`DQNRun` of ``config`` in the state saved at ``path``.
 
     Refused with a one-line ValueError naming the file: another kind of file, another
-    configuration (the message names what differs), or a field that does not fit.
+    configuration (the message names what differs), or a field that does not fit. Only
+    ``frames`` may differ, to extend a run (finished or not) or end it sooner: the run goes on to
+    the new ``frames`` on the same schedules (epsilon, evaluations, target updates and probes all
+    count frames from the start). An extended finished run is the uninterrupted run of the new
+    length with, in its record, the evaluation and probe point of the old end where the new
+    schedules have none.
     """
     with open_h5(path) as f:
         check_format(f, path, FORMAT, VERSION, "a refplastic dqn checkpoint")
-        check_saved_config(f, path, config)
+        check_saved_config(f, path, config, ignore=("frames",))
         run = DQNRun(config)
         try:
             _restore(f, path, run)
@@ -82,8 +87,15 @@ def _restore(f, path, run):
     for name in COUNTERS:
         setattr(run, name, int(f.attrs[name]))
     run.status = str(f.attrs["status"])
-    if run.status not in ("running", "complete", "diverged") or not 0 <= run.frame <= run.config.frames:
+    if run.status not in ("running", "complete", "diverged") or run.frame < 0:
         raise ValueError(f"{path}: status {run.status!r} at frame {run.frame} does not fit the configuration")
+    if run.frame > run.config.frames:
+        raise ValueError(f"{path}: the checkpoint is at frame {run.frame}, beyond frames = {run.config.frames}; "
+                         f"give at least {run.frame}")
+    if run.status == "complete" and run.frame < run.config.frames:  # extended: the points done are those
+        run.status = "running"                                       # of the new schedules up to here
+        run.evaluations_done = sum(frame <= run.frame for frame in evaluation_frames(run.config))
+        run.probes_done = sum(frame <= run.frame for frame in probe_frames(run.config))
     run.seconds = read_json_attr(f, "seconds", path)
     run.window.seconds = float(run.seconds.pop("at_last_log_row"))
     run.window.load_state_dict(read_json_attr(f, "window", path))
