@@ -175,8 +175,7 @@ class DQNRun:
         """One action in each environment, the transitions stored, the updates and target copies
         due at the new frame count, and the training log."""
         c = self.config
-        values = self.net.forward(scaled_frames(self.observation, self.dtype))
-        actions = epsilon_greedy(values, c.epsilon(self.frame), self.rngs["acting"])
+        actions = epsilon_greedy(self.q_values(self.observation), c.epsilon(self.frame), self.rngs["acting"])
         first = self.envs.first.copy()
         step = self.envs.step(actions)
         rewards = np.clip(step.rewards, -c.reward_clip, c.reward_clip) if c.reward_clip > 0 else step.rewards
@@ -192,16 +191,27 @@ class DQNRun:
         if self.frame >= starts:
             updates = self.frame // c.update_period - max(before, starts - 1) // c.update_period
             for _ in range(updates):
-                batch = self.replay.sample(c.batch_size, self.rngs["replay"])
-                loss, q_mean = learner_step(self.net, self.target, self.optimizer, self.loss, batch, c.discount,
-                                            c.double_q)
+                loss, q_mean = self.learn(self.replay.sample(c.batch_size, self.rngs["replay"]))
                 self.updates += 1
                 self.window.update(loss, q_mean)
                 if not (np.isfinite(loss) and np.all(np.isfinite(self.net.flat))):
                     self.status, self.diverged_at = "diverged", self.frame
                     return
             if self.frame // c.target_update_period > before // c.target_update_period:
-                update_target(self.net, self.target)
+                self.copy_target()
+
+    # The three places where the loop meets the network (benchmarks/bench_dqn.py gives them torch's).
+    def q_values(self, observation):
+        """The online network's Q-values of uint8 ``observation`` stacks, (N, actions)."""
+        return self.net.forward(scaled_frames(observation, self.dtype))
+
+    def learn(self, batch):
+        """One Double DQN learner step on a replayed ``batch``: ``(mean TD loss, mean Q)``."""
+        c = self.config
+        return learner_step(self.net, self.target, self.optimizer, self.loss, batch, c.discount, c.double_q)
+
+    def copy_target(self):
+        update_target(self.net, self.target)
 
     def last_row(self):
         """The training log's last row (or an empty dict)."""
