@@ -151,7 +151,7 @@ PRESETS = {
     "paper": {},
     "laptop": {"width": 128, "cnn_channels": 16, "cnn_hidden": 64, "dtype": "float32", "batch_size": 64,
                "replay_capacity": 10_000, "learning_starts": 512, "train_steps": 20_000, "target_update_period": 500,
-               "probe_every": 2000, "probe_steps": 400, "probe_examples": 512, "probe_batch_size": 64,
+               "probe_every": 4000, "probe_targets": 5, "probe_steps": 400, "probe_examples": 512, "probe_batch_size": 64,
                "probe_log_every": 20, "checkpoint_every": 2000, "redo_period": 500, "cbp_maturity": 1000},
     "demo": {"builtin_images": 2000, "width": 128, "cnn_channels": 16, "cnn_hidden": 64, "dtype": "float32",
              "batch_size": 64, "replay_capacity": 10_000, "learning_starts": 512, "train_steps": 6000,
@@ -166,7 +166,10 @@ PRESETS = {
               "redo_period": 10, "cbp_maturity": 5, "checkpoint_every": 25, "log_every": 10},
 }
 """Each preset's changes to the paper's values (``paper``: none). ``laptop``: one run in at most
-five minutes on one core of this 2-core machine (results/plasticity-laptop.md measures it);
+five minutes on one core of this 2-core machine, six probe points of five targets each, so that
+the figure-6 grid (MLP and CNN, eleven interventions, three seeds: 66 runs) takes under two hours
+on its two cores (docs/protocol.md, "Presets"; results/plasticity-laptop.md ran the earlier
+eleven probe points of ten targets, the settings its commands give);
 ``demo``: the README's first command, two runs and their comparison in a few minutes; ``smoke``: every part of a run (probes, statistics, curvature, interventions, checkpoints) in a
 few seconds, for tests and quick checks."""
 
