@@ -21,7 +21,9 @@ One run's interventions are joined with ``+`` (a comma separates the runs of an 
 The runs are the Cartesian product of the axes, the seeds outermost (all runs of seed 0 first,
 so that a half-finished grid already has one seed of everything); a run's name joins
 ``axis-value`` for each axis with more than one value, in the command's order with the seed
-last (``arch-mlp_intervention-layernorm_seed-0``), and is the stem of its files.
+last (``arch-mlp_intervention-layernorm_seed-0``), and is the stem of its files; a value's
+characters other than letters, digits, ``.``, ``+`` and ``-`` become ``-`` in it
+(``reset-last-layer``), so that ``_`` only separates axes.
 """
 
 import dataclasses
