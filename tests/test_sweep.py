@@ -220,3 +220,14 @@ def test_list_prints_each_runs_command_without_touching_anything(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["seed-0: refplastic run --preset smoke --seed 0",
                                        "seed-1: refplastic run --preset smoke --seed 1"]
+
+
+def test_a_grid_of_dqn_runs(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "cli.py"), "sweep", "--command", "dqn", "--preset", "smoke",
+                          "--layernorm", "false,true", "--set", "statistics=false", "--set", "probe_steps=1",
+                          "--out", str(tmp_path / "grid")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "final evaluation return" in out.stdout and "2 of 2 runs finished" in out.stdout
+    from refplastic.outputs import file_kind
+
+    assert [file_kind(tmp_path / "grid" / f"layernorm-{v}.h5") for v in ("false", "true")] == ["refplastic-dqn"] * 2
