@@ -44,8 +44,10 @@ IMAGE_SIGNATURES = {
 """The first bytes of each image format matplotlib writes and a file can be recognised by."""
 
 
-TEXT_SIGNATURES = {"refplastic-dqn-report": b"# DQN report\n", "refplastic-dqn-scores": b"game,baseline_seeds,"}
-"""The first bytes of each text file a command writes (``dqn-report``'s), by the kind they make it."""
+TEXT_SIGNATURES = {"refplastic-dqn-report": b"# DQN report\n", "refplastic-dqn-scores": b"game,baseline_seeds,",
+                   "refplastic-analysis-report": b"# refplastic analysis\n",
+                   "refplastic-figure6": b"intervention,arch,", "refplastic-correlations": b"statistic,split,"}
+"""The first bytes of each text file a command writes (``dqn-report``'s and ``analyse``'s), by the kind they make it."""
 
 
 def temporary_name(path):
