@@ -733,8 +733,6 @@ def analyse(directory, out_dir, bootstrap, seed, force):
     if same_file(out_dir, directory):
         raise click.BadParameter(f"{out_dir} is DIR itself; give another directory for the report",
                                  param_hint="'--out'")
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise click.BadParameter(f"{out_dir} exists and is not a directory", param_hint="'--out'")
     if os.path.isdir(out_dir):
         _check_paths({f"--out ({name})": path_and_kind for name, path_and_kind
                       in report.output_paths(out_dir, bool(found.dqn)).items()},

@@ -15,7 +15,8 @@ needs, so that the report can skip a figure no run has data for.
   SLQ nodes and weights, Gaussian-broadened as in Ghorbani, Krishnan and Xiao (2019) and
   PyHessian (Yao et al. 2020, ``density_plot.py``) by :mod:`refplastic.curvature.slq`:
   ``phi(t) = (1/S) sum_s sum_i w_si N(t; theta_si, s^2)``, ``s^2 = 1e-5 max(1, width of the
-  grid)``, the grid from the smallest node - 0.01 to the largest + 0.01 of the panel; averaged
+  grid)``, the grid from the smallest node - 0.01 to the largest + 0.01 of the panel at a spacing
+  of s/3 (clipped to 2,000 to 20,000 points, so that the kernels are resolved); averaged
   over a panel's runs, at up to four probe points from the first to the last; a panel per
   architecture and intervention (the paper's figure 14 compares with and without LayerNorm).
 - :func:`gradient_cosine`: the per-example gradient cosine matrix of the probe loss, k-means

@@ -37,6 +37,7 @@ FIGURES = {
     "hessian_density.png": "the SLQ spectral density of the probe loss's Hessian over training, per intervention",
     "gradient_cosine.png": "per-example gradient cosine matrices at the first and last probe point (figure 2)",
 }
+LEARNING_CURVES = "evaluation return of the DQN runs over frames, with and without LayerNorm, a panel per game"
 DQN_FILES = {"scores.csv": "refplastic-dqn-scores", "learning_curves.png": "image"}
 
 
@@ -71,14 +72,13 @@ def build(found, directory, resamples, seed):
              "counted apart (Lyle et al. 2023, figure 6).", "", table6,
              "## Figure 3: correlations of plasticity loss with the logged statistics", ""]
     lines += [figure3.markdown(rows, runs, resamples, seed) if runs else "No plasticity runs.\n"]
-    lines += ["## Figures", ""] + [f"- {name}: {FIGURES.get(name, 'DQN learning curves')}" for name in figures]
+    lines += ["## Figures", ""] + [f"- {name}: {FIGURES.get(name, LEARNING_CURVES)}" for name in figures]
     lines += [f"- {name}: not drawn: {reason}" for name, reason in skipped] + [""]
     texts = {"report.md": None, "figure6.csv": figure6.csv_text(cells), "correlations.csv": figure3.csv_text(rows)}
     if dqn_runs:
         score_rows = dqn_report.summary_rows(dqn_report.scores_by_game(dqn_runs))
-        lines += ["## DQN runs (refplastic dqn-report)", ""] + [
-            "#" + line if line.startswith("#") else line for line in dqn_report.markdown(score_rows).splitlines()
-            if line != dqn_report.HEADER] + [""]
+        lines += ["## DQN runs (refplastic dqn-report)", "",
+                  dqn_report.markdown(score_rows).removeprefix(dqn_report.HEADER).lstrip("\n")]
         texts["scores.csv"] = dqn_report.csv_text(score_rows)
     lines += _run_lines(runs)
     texts["report.md"] = "\n".join(lines).rstrip("\n") + "\n"
