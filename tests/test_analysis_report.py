@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import shutil
+import signal
 import statistics
 import sys
 
@@ -195,3 +196,18 @@ def test_a_bad_report_directory_is_refused(runs_dir, tmp_path, case, message):
     out = run("analyse", runs_dir, "--out", out_dir)
     assert_one_line_error(out, 2, message)
     assert "'--out'" in out.stderr
+
+
+def test_a_signal_while_writing_leaves_nothing_behind(runs_dir, tmp_path, monkeypatch):
+    """Every file is complete under its temporary name before any is renamed: SIGTERM while the
+    last figure is drawn leaves no file, no temporary and no report directory."""
+    from refplastic.analysis import plots
+
+    def interrupted(*args):
+        signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(plots, "gradient_cosine", interrupted)
+    out = run("analyse", runs_dir, "--out", tmp_path / "report", "--bootstrap", "20")
+    assert out.returncode == 143, out.stderr
+    assert out.stderr.strip() == "stopped by SIGTERM; nothing was written"
+    assert list(tmp_path.iterdir()) == []

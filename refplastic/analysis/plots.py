@@ -203,13 +203,13 @@ def hessian_density(runs, path):
         low, high = nodes.min() - 0.01, nodes.max() + 0.01
         variance = kernel_variance(np.array([low, high]))
         grid = np.linspace(low, high, int(np.clip(3 * (high - low) / np.sqrt(variance), 2000, 20000)))
-        for j, (step, index) in enumerate(zip(chosen, at)):
-            density = np.mean([_density(np.asarray(run.record["curvature"]["slq_nodes"][k]),
-                                        np.asarray(run.record["curvature"]["slq_weights"][k]), grid, variance)
-                               for run, k in zip(members, index)], axis=0)
-            colour = colormaps["viridis"](j / max(1, len(chosen) - 1))
-            ax.semilogy(grid, np.maximum(density, density.max() * 1e-8), color=colour, linewidth=1,
-                        label=f"step {step}")
+        densities = [np.mean([_density(np.asarray(run.record["curvature"]["slq_nodes"][k]),
+                                       np.asarray(run.record["curvature"]["slq_weights"][k]), grid, variance)
+                              for run, k in zip(members, index)], axis=0) for index in at]
+        floor = max(density.max() for density in densities) * 1e-8  # a log axis shows 8 decades
+        for j, (step, density) in enumerate(zip(chosen, densities)):
+            ax.semilogy(grid, np.maximum(density, floor), color=colormaps["viridis"](j / max(1, len(chosen) - 1)),
+                        linewidth=1, label=f"step {step}")
         ax.set_title(_wrap(f"{intervention}: " + ", ".join((arch,) + fields) + f" ({len(members)} runs)", 4.8, 9),
                      fontsize=9)
         ax.set_xlabel("eigenvalue of the probe loss's Hessian")
@@ -235,7 +235,7 @@ def gradient_cosine(runs, path):
         for column, k in enumerate((0, len(matrices) - 1)):
             ax = axes[2 * row + column]
             image = ax.imshow(np.asarray(matrices[k]), cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
-            ax.set_title(_wrap(f"{run.intervention}, {run.config['arch']}, seed {run.config['seed']}: "
+            ax.set_title(_wrap(f"{run.name} ({run.intervention}, {run.config['arch']}, seed {run.config['seed']}): "
                                f"{'first' if column == 0 else 'last'} probe point, step {int(steps[k])}", 4.2, 9),
                          fontsize=9)
             ax.set_xlabel("example (k-means order)")
