@@ -211,3 +211,17 @@ def test_a_signal_while_writing_leaves_nothing_behind(runs_dir, tmp_path, monkey
     assert out.returncode == 143, out.stderr
     assert out.stderr.strip() == "stopped by SIGTERM; nothing was written"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dqn_runs_alone_give_the_dqn_report(tmp_path):
+    d = tmp_path / "dqn"
+    d.mkdir()
+    write_dqn(d / "pong-base.h5", "pong", False, 0, [-21.0, -20.0])
+    write_dqn(d / "pong-ln.h5", "pong", True, 0, [-21.0, -15.0])
+    out = run("analyse", d, "--out", tmp_path / "report")
+    assert out.returncode == 0, out.stderr
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "No plasticity runs (refplastic run) in DIR: no figure 6 or 3." in text and "## Figure 6" not in text
+    assert "| pong | -20 +- nan (1) | 0.0198 | -15 +- nan (1) |" in text
+    assert (tmp_path / "report" / "learning_curves.png").read_bytes().startswith(PNG)
+    assert (tmp_path / "report" / "scores.csv").read_text().startswith("game,baseline_seeds,")

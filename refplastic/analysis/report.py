@@ -64,14 +64,17 @@ def build(found, directory, resamples, seed):
     cells = figure6.figure6_cells(runs)
     rows = figure3.correlations(runs, resamples, seed)
     figures, skipped = _figures(runs, rows, dqn_runs)
-    table6 = figure6.markdown(cells) if runs else "No plasticity runs (refplastic run) in DIR.\n"
-    lines = [HEADER, "", *_found_lines(found, runs, directory), "",
-             "## Figure 6: plasticity loss per intervention and architecture", "",
-             "Plasticity loss: the mean final probe loss at the last probe point minus that at the first; "
-             "mean ± standard error over seeds (sd with ddof 1 / sqrt(n)), n complete runs, diverged runs "
-             "counted apart (Lyle et al. 2023, figure 6).", "", table6,
-             "## Figure 3: correlations of plasticity loss with the logged statistics", ""]
-    lines += [figure3.markdown(rows, runs, resamples, seed) if runs else "No plasticity runs.\n"]
+    table6 = figure6.markdown(cells) if runs else "No plasticity runs (refplastic run) in DIR: no figure 6 or 3.\n"
+    lines = [HEADER, "", *_found_lines(found, runs, directory), ""]
+    if runs:
+        lines += ["## Figure 6: plasticity loss per intervention and architecture", "",
+                  "Plasticity loss: the mean final probe loss at the last probe point minus that at the first; "
+                  "mean ± standard error over seeds (sd with ddof 1 / sqrt(n)), n complete runs, diverged runs "
+                  "counted apart (Lyle et al. 2023, figure 6).", "", table6,
+                  "## Figure 3: correlations of plasticity loss with the logged statistics", "",
+                  figure3.markdown(rows, runs, resamples, seed)]
+    else:
+        lines += [table6]
     lines += ["## Figures", ""] + [f"- {name}: {FIGURES.get(name, LEARNING_CURVES)}" for name in figures]
     lines += [f"- {name}: not drawn: {reason}" for name, reason in skipped] + [""]
     texts = {"report.md": None, "figure6.csv": figure6.csv_text(cells), "correlations.csv": figure3.csv_text(rows)}
