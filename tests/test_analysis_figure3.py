@@ -151,9 +151,19 @@ def test_the_tables_show_the_flips(runs, rows):
                                                             "ci_high", "resamples_kept"}
 
 
+def only(run, name):
+    """``run`` with its logged statistics cut down to ``name``."""
+    j = run.statistic_names.index(name)
+    values = [np.asarray(v)[j:j + 1] for v in run.record["statistics"]["values"]]
+    return run._replace(record={**run.record, "statistics": {"values": values}}, statistic_names=[name])
+
+
 def test_the_bootstrap_seed_is_per_split_and_statistic(runs, rows):
     again = figure3.correlations(runs, resamples=400, seed=0)
     assert again == rows
+    alone = figure3.correlations([only(run, "parameter_norm") for run in runs], resamples=400, seed=0)
+    assert {row.statistic for row in alone} == {"parameter_norm", "hessian_top_eigenvalue"}
+    assert alone == [row for row in rows if row.statistic in ("parameter_norm", "hessian_top_eigenvalue")]
     other = by_key(figure3.correlations(runs, resamples=400, seed=1))
     changed = [key for key, row in by_key(rows).items() if np.isfinite(row.low) and row.low != other[key].low]
     assert changed
