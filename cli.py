@@ -926,6 +926,44 @@ def dqn_report(runs, out_dir, force):
         click.echo(f"wrote {', '.join(paths.values())}")
 
 
+@cli.command(short_help="The paper's tables and figures from a directory of runs.")
+@click.argument("directory", metavar="DIR", type=click.Path())
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Write report.md, figure6.csv, correlations.csv and the figures (the 'plot' extra) here.")
+@click.option("--bootstrap", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Resamples of each percentile bootstrap interval.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the bootstrap.")
+@FORCE_OPTION
+def analyse(directory, out_dir, bootstrap, seed, force):
+    """The paper's tables and figures from DIR's results files of refplastic run and refplastic dqn:
+    the figure-6 table (plasticity loss per intervention and architecture, mean and standard error
+    over seeds), the figure-3 Spearman correlations of plasticity loss with every logged statistic
+    (overall and by data set, architecture and task, with bootstrap intervals), the figures, and
+    for DQN runs what dqn-report gives (docs/protocol.md, "Analysis")."""
+    from refplastic.analysis import report, runs
+    from refplastic.outputs import check_writable, same_file
+
+    found = runs.find_results(directory)
+    out_dir = os.path.normpath(out_dir)
+    if same_file(out_dir, directory):
+        raise click.BadParameter(f"{out_dir} is DIR itself; give another directory for the report",
+                                 param_hint="'--out'")
+    if os.path.isdir(out_dir):
+        _check_paths({f"--out ({name})": path_and_kind for name, path_and_kind
+                      in report.output_paths(out_dir, bool(found.dqn)).items()},
+                     inputs={f"DIR {p}": p for p in found.plasticity + found.dqn}, force=force)
+    else:
+        try:
+            check_writable(out_dir)
+        except OSError as e:
+            raise click.BadParameter(str(e), param_hint="'--out'") from None
+    built = report.build(found, directory, bootstrap, seed)
+    click.echo(built.figure6, nl=False)
+    if not report.plots.available():
+        click.echo(f"no figures drawn: {report.PLOT_EXTRA}")
+    click.echo(f"wrote {', '.join(report.write(built, out_dir))}")
+
+
 def main(argv=None):
     """Entry point: run the group, turning every expected failure into one line and an exit code.
 

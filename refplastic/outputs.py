@@ -45,9 +45,11 @@ IMAGE_SIGNATURES = {
 
 
 TEXT_SIGNATURES = {"refplastic-dqn-report": b"# DQN report\n", "refplastic-dqn-scores": b"game,baseline_seeds,",
-                   "refplastic-progress": b"refplastic-progress "}
-"""The first bytes of each text file a command writes (``dqn-report``'s, the progress files of
-``run`` and ``dqn`` for ``sweep``), by the kind they make it."""
+                   "refplastic-progress": b"refplastic-progress ",
+                   "refplastic-analysis-report": b"# refplastic analysis\n",
+                   "refplastic-figure6": b"intervention,arch,", "refplastic-correlations": b"statistic,split,"}
+"""The first bytes of each text file a command writes (``dqn-report``'s and ``analyse``'s, the
+progress files of ``run`` and ``dqn`` for ``sweep``), by the kind they make it."""
 
 
 def temporary_name(path):

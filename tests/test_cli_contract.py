@@ -86,6 +86,9 @@ CONTRACT = {
                       stop_line=("stopped by ", "; resume with the same command")),
     "dqn-report": Contract(["DQN", "DQN2"], inputs={"RUN.h5": "DQN", "second RUN.h5": "DQN2"},
                            during=("refplastic.rl.report", "summary_rows"), directories=("--out",)),
+    "analyse": Contract(["RUNDIR", "--out", "OUT:report", "--bootstrap", "20"], inputs={"DIR": "RUNDIR"},
+                        integers=("--bootstrap", "--seed"), during=("refplastic.analysis.report", "build"),
+                        directories=("--out",)),
     "verify": Contract(["SUITE", "--reference", "SUITE2"], inputs={"THEIRS": "SUITE", "--reference": "SUITE2"},
                        floats=("--rtol",), during=("refplastic.reference.verify", "compare")),
 }
@@ -116,7 +119,8 @@ def test_the_table_knows_every_numeric_option_and_output():
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """The input files the rows name: a trained network and its initialisation, a batch, the suite
-    (twice), one case to compute and a run's results (twice)."""
+    (twice), one case to compute, a run's results (twice, and once in a directory of runs) and a
+    DQN run's (twice)."""
     d = tmp_path_factory.mktemp("contract")
     for name, steps in (("net.h5", "5"), ("init.h5", "1")):
         out = run("train", "--steps", steps, "--hidden", "8", "--out", d / name)
@@ -135,7 +139,9 @@ def files(tmp_path_factory):
     assert run("dqn", "--preset", "smoke", "--set", "probe_steps=1", "--out", d / "dqn.h5").returncode == 0
     shutil.copy(d / "dqn.h5", d / "dqn2.h5")
     (d / "grid.toml").write_text('preset = "smoke"\n[set]\nstatistics = false\n')
-    return {"GRID": d / "grid.toml", "NET": d / "net.h5", "INIT": d / "init.h5", "DATA": d / "data.npz", "SUITE": d / "suite.h5",
+    (d / "runs").mkdir()
+    shutil.copy(d / "run.h5", d / "runs" / "run.h5")
+    return {"RUNDIR": d / "runs", "GRID": d / "grid.toml", "NET": d / "net.h5", "INIT": d / "init.h5", "DATA": d / "data.npz", "SUITE": d / "suite.h5",
             "SUITE2": d / "suite2.h5", "CASE": d / "case.h5", "RUN": d / "run.h5", "RUN2": d / "run2.h5",
             "DQN": d / "dqn.h5", "DQN2": d / "dqn2.h5"}
 
