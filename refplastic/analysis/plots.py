@@ -159,8 +159,9 @@ def probe_loss_curves(runs, path):
             if not group:
                 continue
             steps = _common_steps(group)
-            curves = np.array([[np.mean(f) for s, f in zip(run.record["probes"]["step"], run.record["probes"]["final_loss"])
-                                if int(s) in steps] for run in group])
+            curves = np.array([[np.mean(final) for step, final in zip(run.record["probes"]["step"],
+                                                                       run.record["probes"]["final_loss"])
+                                if int(step) in steps] for run in group])
             stats = [mean_and_se(curves[:, j]) for j in range(len(steps))]
             mean, se = np.array([m for m, _ in stats]), np.array([e for _, e in stats])
             ax.plot(steps, mean, marker="o", markersize=3, color=_colour(i), label=f"{intervention} (n = {len(group)})")

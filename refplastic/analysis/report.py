@@ -32,7 +32,8 @@ TEXT_KINDS = {"report.md": "refplastic-analysis-report", "figure6.csv": "refplas
 """The text files of every report and their kinds (refplastic.outputs.TEXT_SIGNATURES)."""
 
 FIGURES = {
-    "figure3_scatter.png": "plasticity loss against key statistics at the last probe point, one point per run (figure 3)",
+    "figure3_scatter.png": "plasticity loss against key statistics at the last probe point, one point per run "
+                           "(figure 3)",
     "probe_loss.png": "mean final probe loss over training per intervention, a panel per architecture",
     "hessian_density.png": "the SLQ spectral density of the probe loss's Hessian over training, per intervention",
     "gradient_cosine.png": "per-example gradient cosine matrices at the first and last probe point (figure 2)",
