@@ -507,6 +507,21 @@ class _ProgressFile:
         self.written = self.clock()
 
 
+def RUN_OPTIONS(command):  # noqa: N802 (reads as the other option constants)
+    """The options ``run`` and ``dqn`` share, after their own: --set, --show-config, --checkpoint,
+    --out, --force and --progress."""
+    for option in reversed([
+            click.option("--set", "assignments", multiple=True, metavar="FIELD=VALUE",
+                         help="Set any config field (repeatable); --show-config lists them."),
+            click.option("--show-config", is_flag=True, help="Print the resolved config and exit."),
+            click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+                         help="Save here as the run goes and when stopped; resume from it if it exists."),
+            click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the results here (HDF5)."),
+            FORCE_OPTION, PROGRESS_OPTION]):
+        command = option(command)
+    return command
+
+
 @cli.command(short_help="One plasticity run: a DQN on a classification MDP, probed.")
 @click.option("--preset", "preset_name", type=click.Choice(RUN_PRESETS), default="laptop", show_default=True,
               help="Sizes and settings: the paper's, a laptop's (minutes), or a smoke test's (seconds).")
@@ -519,14 +534,7 @@ class _ProgressFile:
               help="Comma-separated, from: none, layernorm, reset_last_layer, shrink_and_perturb, twohot, "
                    "spectral_norm, weight_decay, reset_optimizer, redo, continual_backprop, brownian.")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of every random draw. Default: 0.")
-@click.option("--set", "assignments", multiple=True, metavar="FIELD=VALUE",
-              help="Set any config field (repeatable); --show-config lists them.")
-@click.option("--show-config", is_flag=True, help="Print the resolved config and exit.")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
-              help="Save here as the run goes and when stopped; resume from it if it exists.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the results here (HDF5).")
-@FORCE_OPTION
-@PROGRESS_OPTION
+@RUN_OPTIONS
 def run(preset_name, task, data, arch, intervention, seed, assignments, show_config, checkpoint, out, force,
         progress_file):
     """One plasticity run of Lyle et al. (2023): a DQN agent on a classification MDP (or the
@@ -639,14 +647,7 @@ DQN_PRESETS = ("paper", "cleanrl", "laptop", "smoke")
 @click.option("--layernorm/--no-layernorm", default=None, help="A LayerNorm after every hidden layer (the paper's A.3).")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of every random draw. Default: 0.")
 @click.option("--frames", type=int, default=None, help="Environment frames to train for (4 per agent step).")
-@click.option("--set", "assignments", multiple=True, metavar="FIELD=VALUE",
-              help="Set any config field (repeatable); --show-config lists them.")
-@click.option("--show-config", is_flag=True, help="Print the resolved config and exit.")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
-              help="Save here as the run goes and when stopped; resume from it if it exists.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the results here (HDF5).")
-@FORCE_OPTION
-@PROGRESS_OPTION
+@RUN_OPTIONS
 def dqn(game, preset_name, layernorm, seed, frames, assignments, show_config, checkpoint, out, force, progress_file):
     """One Double DQN run on an Atari game (Lyle et al. 2023, A.3): prints each evaluation's mean
     return and each probe point's probe loss as they come, and the final score at the end."""
