@@ -452,7 +452,7 @@ RUN_ARCHITECTURES = ("mlp", "cnn")
 
 
 def _data_spec(ctx, param, value):
-    """A data set spec checked before any work: builtin, mnist:DIR or cifar10:DIR."""
+    """A data set spec checked before any work: builtin, builtin-gray, mnist:DIR or cifar10:DIR."""
     from refplastic.data import parse_data_spec
 
     if value is not None:
@@ -528,7 +528,8 @@ def RUN_OPTIONS(command):  # noqa: N802 (reads as the other option constants)
 @click.option("--task", type=click.Choice(RUN_TASKS), default=None,
               help="easy (true-label), hard (random-label), sparse, or memorise. Default: the preset's (hard).")
 @click.option("--data", default=None, callback=_data_spec,
-              help="builtin, mnist:DIR or cifar10:DIR. Default: builtin (Atari frames, nothing downloaded).")
+              help="builtin, builtin-gray, mnist:DIR or cifar10:DIR. Default: builtin (Atari frames, nothing "
+                   "downloaded).")
 @click.option("--arch", type=click.Choice(RUN_ARCHITECTURES), default=None, help="Default: the preset's (mlp).")
 @click.option("--intervention", default=None,
               help="Comma-separated, from: none, layernorm, reset_last_layer, shrink_and_perturb, twohot, "
@@ -718,7 +719,7 @@ SWEEP_OPTIONS = {"run": ("task", "data", "arch", "intervention", "seed"), "dqn":
               help="What each run is: refplastic run (default) or refplastic dqn.")
 @click.option("--preset", "preset_name", default=None, help="The preset of every run. Default: laptop.")
 @click.option("--task", default=None, help="Comma list (run), e.g. easy,hard.")
-@click.option("--data", default=None, help="Comma list (run), e.g. builtin,mnist:DIR.")
+@click.option("--data", default=None, help="Comma list (run), e.g. builtin,builtin-gray.")
 @click.option("--arch", default=None, help="Comma list (run): mlp,cnn.")
 @click.option("--intervention", default=None,
               help="Comma list (run), one run's interventions joined by '+', e.g. none,layernorm,layernorm+twohot.")

@@ -1,6 +1,7 @@
-"""The built-in image data set at its default size: build time, nearest-centroid accuracy, digest.
+"""The built-in image data sets at their default size: build time, nearest-centroid accuracy, digest.
 
-For each of RGB and gray-scale, builds ``atari_frames()`` (seed 0, 5,000 + 1,000 frames) and prints
+For ``builtin`` in RGB and gray-scale and for ``builtin-gray`` (ten other games, gray-scale), builds
+the set (seed 0, 5,000 + 1,000 frames) and prints
 the wall time, the CPU time of the process (all of ale-py's emulator threads), the test accuracy of
 a nearest-centroid classifier (each test frame, as floats in [0, 1], labelled with the game whose
 mean train frame is nearest in Euclidean distance), and the SHA-256 of x_train, y_train, x_test,
@@ -15,7 +16,7 @@ import time
 
 import numpy as np
 
-from refplastic.data import atari_frames, to_float
+from refplastic.data import BUILTIN_SETS, atari_frames, to_float
 
 
 def nearest_centroid_accuracy(data):
@@ -37,12 +38,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
-    for grayscale in (False, True):
+    sets = {"builtin RGB": {}, "builtin gray": {"grayscale": True}, "builtin-gray": BUILTIN_SETS["builtin-gray"]}
+    for name, arguments in sets.items():
         for _ in range(args.repeats):
             wall, cpu = time.perf_counter(), time.process_time()
-            data = atari_frames(grayscale=grayscale)
+            data = atari_frames(**arguments)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            print(f"{'gray' if grayscale else 'RGB '}  {data.x_train.shape[1:]}  wall {wall:5.1f} s  "
+            print(f"{name:12s}  {data.x_train.shape[1:]}  wall {wall:5.1f} s  "
                   f"cpu {cpu:5.1f} s  nearest-centroid test accuracy {nearest_centroid_accuracy(data):.3f}  "
                   f"sha256 {digest(data)}")
 

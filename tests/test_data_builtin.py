@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from refplastic.data import atari_frames, load_images, to_float
+from refplastic.data import atari_frames, load_images, parse_data_spec, to_float
 from refplastic.data import atari
-from refplastic.data.atari import GAMES
+from refplastic.data.atari import GAMES, GRAY_GAMES
 
 SMALL = dict(seed=3, n_train=8, n_test=4, games=("pong", "boxing"))  # cheap: two emulators
 
@@ -48,6 +48,16 @@ def test_builtin_games_told_apart_by_nearest_centroid(builtin):
     centroids = np.stack([x[builtin.y_train == c].mean(axis=0) for c in range(10)])
     nearest = np.argmin(((t[:, None, :] - centroids[None]) ** 2).sum(axis=-1), axis=1)
     np.testing.assert_array_equal(nearest, builtin.y_test)
+
+
+def test_builtin_gray_is_ten_other_games_in_gray_scale():
+    data = load_images("builtin-gray", builtin_sizes=(20, 10))
+    assert data.name == "builtin-gray" and data.class_names == GRAY_GAMES and not set(GRAY_GAMES) & set(GAMES)
+    assert data.x_train.shape == (20, 1, 32, 32) and data.x_test.shape == (10, 1, 32, 32)
+    np.testing.assert_array_equal(np.bincount(data.y_train, minlength=10), np.full(10, 2))
+    assert "gray" in data.source
+    with pytest.raises(ValueError, match="takes no directory"):
+        parse_data_spec("builtin-gray:/tmp")
 
 
 @pytest.fixture(scope="module")

@@ -62,13 +62,13 @@ def test_parse_data_spec(tmp_path):
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("", "unknown data set '': expected builtin, mnist:DIR or cifar10:DIR"),
-    ("imagenet:/data", "unknown data set 'imagenet:/data': expected builtin, mnist:DIR or cifar10:DIR"),
-    ("MNIST:/data", "unknown data set 'MNIST:/data': expected builtin, mnist:DIR or cifar10:DIR"),
+    ("", "unknown data set '': expected builtin, builtin-gray, mnist:DIR or cifar10:DIR"),
+    ("imagenet:/data", "unknown data set 'imagenet:/data': expected builtin, builtin-gray, mnist:DIR or cifar10:DIR"),
+    ("MNIST:/data", "unknown data set 'MNIST:/data': expected builtin, builtin-gray, mnist:DIR or cifar10:DIR"),
     ("mnist", "'mnist': give the directory of the mnist files, as mnist:DIR"),
     ("cifar10:", "'cifar10:': give the directory of the cifar10 files, as cifar10:DIR"),
     ("builtin:/data", "'builtin:/data': the built-in data set takes no directory; expected builtin, "
-                      "mnist:DIR or cifar10:DIR"),
+                      "builtin-gray, mnist:DIR or cifar10:DIR"),
     ("mnist:{tmp}/absent", "mnist:{tmp}/absent: no such directory: {tmp}/absent"),
     ("cifar10:{tmp}/file", "cifar10:{tmp}/file: is not a directory: {tmp}/file"),
     ("mnist:{tmp}/loop", "mnist:{tmp}/loop: Too many levels of symbolic links: {tmp}/loop"),

@@ -1,4 +1,7 @@
-"""The built-in image data set: frames of ten Atari 2600 games played at random; class = game.
+"""The built-in image data sets: frames of ten Atari 2600 games played at random; class = game.
+
+``builtin`` is RGB frames of :data:`GAMES` (CIFAR-10's shape, 3x32x32); ``builtin-gray`` is
+gray-scale frames of ten other games, :data:`GRAY_GAMES` (one channel, as MNIST).
 
 Nothing is downloaded: the ROMs ship inside ale-py (a core dependency, which checks each ROM's
 MD5 before loading it), and ale-py's native vector environment (``ale_py.vector_env.
@@ -24,13 +27,15 @@ from .images import ImageDataset
 
 GAMES = ("boxing", "riverraid", "beam_rider", "time_pilot", "demon_attack", "asterix", "ms_pacman",
          "skiing", "fishing_derby", "road_runner")
+GRAY_GAMES = ("zaxxon", "assault", "bank_heist", "battle_zone", "atlantis", "krull", "hero", "yars_revenge",
+              "up_n_down", "private_eye")
 IMAGE_SIZE = 32
 FRAMESKIP = 4
 MAX_GAP = 4  # agent steps between kept frames: U{1..MAX_GAP}
 MAX_STEPS_PER_FRAME = 50  # refuse a game needing more agent steps than this per new frame (a still screen)
 
 
-def atari_frames(seed=0, n_train=5000, n_test=1000, grayscale=False, games=GAMES):
+def atari_frames(seed=0, n_train=5000, n_test=1000, grayscale=False, games=GAMES, name="builtin"):
     """An :class:`ImageDataset` of ``n_train + n_test`` frames, the same number from each game:
     (N, 3, 32, 32) RGB (or (N, 1, 32, 32) gray-scale, ale-py's luminance), labels the index of
     the game in ``games``, each part shuffled."""
@@ -51,7 +56,7 @@ def atari_frames(seed=0, n_train=5000, n_test=1000, grayscale=False, games=GAMES
     x_test, y_test = _shuffled(frames[:, per_game_train:], shuffle_rng)
     source = (f"random-play frames of {len(games)} Atari 2600 games, ale-py {ale_py.__version__}, "
               f"seed {seed}, {IMAGE_SIZE}x{IMAGE_SIZE} {'gray' if grayscale else 'RGB'}")
-    return ImageDataset("builtin", x_train, y_train, x_test, y_test, games, source)
+    return ImageDataset(name, x_train, y_train, x_test, y_test, games, source)
 
 
 def _shuffled(frames, rng):

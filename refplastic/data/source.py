@@ -1,20 +1,22 @@
-"""The image data set a user names: ``builtin`` (the default), ``mnist:DIR`` or ``cifar10:DIR``."""
+"""The image data set a user names: ``builtin`` (the default), ``builtin-gray``, ``mnist:DIR`` or
+``cifar10:DIR``."""
 
 import os
 
-from .atari import atari_frames
+from .atari import GRAY_GAMES, atari_frames
 from .cifar10 import load_cifar10
 from .mnist import load_mnist
 
 FILE_LOADERS = {"mnist": load_mnist, "cifar10": load_cifar10}
-SPECS = "builtin, mnist:DIR or cifar10:DIR"
+BUILTIN_SETS = {"builtin": {}, "builtin-gray": {"grayscale": True, "games": GRAY_GAMES}}  # atari_frames' arguments
+SPECS = "builtin, builtin-gray, mnist:DIR or cifar10:DIR"
 
 
 def parse_data_spec(spec):
-    """``(kind, directory)`` named by ``spec`` (``directory`` None for ``builtin``), checked before
+    """``(kind, directory)`` named by ``spec`` (``directory`` None for a built-in set), checked before
     any work: a one-line ValueError for an unknown kind or a directory that is not there."""
     kind, colon, directory = str(spec).partition(":")
-    if kind == "builtin":
+    if kind in BUILTIN_SETS:
         if colon:
             raise ValueError(f"{spec!r}: the built-in data set takes no directory; expected {SPECS}")
         return kind, None
@@ -35,10 +37,11 @@ def parse_data_spec(spec):
 
 
 def load_images(spec="builtin", *, builtin_sizes=None):
-    """The :class:`ImageDataset` named by ``spec``. ``builtin`` is :func:`atari_frames` at seed 0 (one
-    fixed data set, as CIFAR-10 is, whatever a run's seed), ``builtin_sizes = (n_train, n_test)``
-    sizing it (its defaults when None); a file data set is always read whole."""
+    """The :class:`ImageDataset` named by ``spec``. A built-in set is :func:`atari_frames` at seed 0
+    (one fixed data set, as CIFAR-10 is, whatever a run's seed) with the arguments of
+    :data:`BUILTIN_SETS`, ``builtin_sizes = (n_train, n_test)`` sizing it (its defaults when None);
+    a file data set is always read whole."""
     kind, directory = parse_data_spec(spec)
-    if kind == "builtin":
-        return atari_frames() if builtin_sizes is None else atari_frames(0, *builtin_sizes)
+    if kind in BUILTIN_SETS:
+        return atari_frames(0, *(builtin_sizes or ()), name=kind, **BUILTIN_SETS[kind])
     return FILE_LOADERS[kind](directory)

@@ -44,9 +44,9 @@ class RunConfig(ConfigFields):
     # ---- the experiment: task, data, network, interventions ------------------------------------
     seed: int = 0
     task: str = "hard"                 # easy (true-label), hard (random-label), sparse: sec. 3.2; memorise: sec. 4.1
-    data: str = "builtin"              # builtin | mnist:DIR | cifar10:DIR (docs/data.md); the paper: MNIST, CIFAR-10
+    data: str = "builtin"              # builtin | builtin-gray | mnist:DIR | cifar10:DIR (docs/data.md); the paper: MNIST, CIFAR-10
     data_examples: int = 0             # use the first this many training images (0: all); choice, for speed
-    builtin_images: int = 5000         # frames the built-in data set renders (docs/data.md), a multiple of 10
+    builtin_images: int = 5000         # frames a built-in data set renders (docs/data.md), a multiple of 10
     arch: str = "mlp"                  # mlp | cnn: appendix A.2
     width: int = 512                   # MLP: two hidden layers of this width (A.2; width sweep 16 x {1,2,4,8,12,16})
     cnn_channels: int = 64             # CNN: conv 5x5 and conv 3x3, 64 channels each (A.2)

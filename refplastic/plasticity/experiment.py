@@ -11,7 +11,7 @@ This is what ``refplastic run`` does, as a library call::
 
 import functools
 
-from ..data import load_images
+from ..data import BUILTIN_SETS, load_images
 from ..h5io import exists
 from .checkpoint import load_run, save_run
 from .results import probe_row, write_results
@@ -19,16 +19,16 @@ from .run import Run
 
 
 def load_data(config):
-    """The :class:`ImageDataset` ``config.data`` names (the built-in set at ``builtin_images`` frames)."""
-    if config.data == "builtin":
-        return _builtin(config.builtin_images)
+    """The :class:`ImageDataset` ``config.data`` names (a built-in set at ``builtin_images`` frames)."""
+    if config.data in BUILTIN_SETS:
+        return _builtin(config.data, config.builtin_images)
     return load_images(config.data)
 
 
 @functools.lru_cache(maxsize=2)
-def _builtin(frames):
-    """The built-in set, rendered once per process for each size (it is a fixed function of the size)."""
-    return load_images("builtin", builtin_sizes=(frames, 10))
+def _builtin(name, frames):
+    """A built-in set, rendered once per process for each size (it is a fixed function of the size)."""
+    return load_images(name, builtin_sizes=(frames, 10))
 
 
 def run_experiment(config, checkpoint=None, on_step=None, on_probe=None, should_stop=None, images=None):
