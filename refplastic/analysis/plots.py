@@ -86,6 +86,12 @@ def _colour(i):
     return colormaps["tab10"](i % 10)
 
 
+def _line_style(i):
+    """Solid for the first ten lines, then dashed, dotted, dash-dotted: with :func:`_colour`, eleven
+    or more lines stay told apart."""
+    return ("-", "--", ":", "-.")[i // 10 % 4]
+
+
 def _colour_factor(rows):
     """The factor whose levels' correlations disagree most: one flipping beyond the intervals,
     else one flipping, else the first that varies; None when none varies."""
@@ -164,13 +170,14 @@ def probe_loss_curves(runs, path):
                                 if int(step) in steps] for run in group])
             stats = [mean_and_se(curves[:, j]) for j in range(len(steps))]
             mean, se = np.array([m for m, _ in stats]), np.array([e for _, e in stats])
-            ax.plot(steps, mean, marker="o", markersize=3, color=_colour(i), label=f"{intervention} (n = {len(group)})")
+            ax.plot(steps, mean, marker="o", markersize=3, color=_colour(i), linestyle=_line_style(i),
+                    label=f"{intervention} (n = {len(group)})")
             if len(group) > 1:
                 ax.fill_between(steps, mean - se, mean + se, color=_colour(i), alpha=0.2, linewidth=0)
         ax.set_title(_panel_title(key))
         ax.set_xlabel("training step (optimiser steps)")
         ax.set_ylabel("mean final probe loss (MSE)")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _title(fig, "Probe loss over training per intervention: mean over seeds, band +- 1 standard error")
     fig.savefig(path, format="png", dpi=110)
 
