@@ -206,3 +206,22 @@ def check_saved_config(f, path, config, ignore=()):
     differences = config_differences(config.to_json(), saved if isinstance(saved, dict) else {}, ignore)
     if differences:
         raise ValueError(f"{path}: checkpoint was written with a different configuration: {differences}")
+
+
+def load_saved_run(path, config, kind, build, restore, ignore=()):
+    """The run of ``config`` in the state saved at ``path``, a checkpoint of ``kind`` (``(format,
+    version, what)``, e.g. ``("refplastic-run-checkpoint", 1, "a refplastic run checkpoint")``):
+    checks the file's format and its saved configuration (the fields of ``ignore`` may differ),
+    makes the run with ``build(f)`` (which may check more of the file first) and fills it with
+    ``restore(f, path, run)``. Each refusal is a one-line ValueError naming the file; a missing or
+    ill-typed field is "a field is missing or damaged"."""
+    fmt, version, what = kind
+    with open_h5(path) as f:
+        check_format(f, path, fmt, version, what)
+        check_saved_config(f, path, config, ignore=ignore)
+        run = build(f)
+        try:
+            restore(f, path, run)
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{path}: a field is missing or damaged ({e})") from None
+    return run

@@ -24,8 +24,8 @@ import json
 
 import numpy as np
 
-from ..checkpoint import check_saved_config, load_optimizer_state, restore_streams
-from ..h5io import atomic_h5, check_format, open_h5, read_datasets, read_dict, read_json_attr, write_dict
+from ..checkpoint import load_optimizer_state, load_saved_run, restore_streams
+from ..h5io import atomic_h5, read_datasets, read_dict, read_json_attr, write_dict
 from .results import read_record, write_record
 from .run import Run
 
@@ -65,17 +65,13 @@ def load_run(path, config, images):
     Refused with a one-line ValueError naming the file: another kind of file, another
     configuration (the message names what differs), another data set, or a field that does not fit.
     """
-    with open_h5(path) as f:
-        check_format(f, path, FORMAT, VERSION, "a refplastic run checkpoint")
-        check_saved_config(f, path, config)
+    def build(f):
         run = Run(config, images)
         if str(f.attrs.get("data_source")) != run.source or int(f.attrs.get("data_examples", -1)) != len(run.images):
             raise ValueError(f"{path}: checkpoint was written on another data set ({f.attrs.get('data_source')})")
-        try:
-            _restore(f, path, run)
-        except (KeyError, TypeError) as e:
-            raise ValueError(f"{path}: a field is missing or damaged ({e})") from None
-    return run
+        return run
+
+    return load_saved_run(path, config, (FORMAT, VERSION, "a refplastic run checkpoint"), build, _restore)
 
 
 def _restore(f, path, run):

@@ -27,8 +27,8 @@ import json
 
 import numpy as np
 
-from ..checkpoint import check_saved_config, load_optimizer_state, restore_streams
-from ..h5io import atomic_h5, check_format, open_h5, read_datasets, read_dict, read_json_attr, write_dict
+from ..checkpoint import load_optimizer_state, load_saved_run, restore_streams
+from ..h5io import atomic_h5, read_datasets, read_dict, read_json_attr, write_dict
 from ..plasticity.results import write_record
 from .results import read_dqn_record
 from .run import DQNRun, evaluation_frames, probe_frames
@@ -72,15 +72,8 @@ def load_dqn(path, config):
     length with, in its record, the evaluation and probe point of the old end where the new
     schedules have none.
     """
-    with open_h5(path) as f:
-        check_format(f, path, FORMAT, VERSION, "a refplastic dqn checkpoint")
-        check_saved_config(f, path, config, ignore=("frames",))
-        run = DQNRun(config)
-        try:
-            _restore(f, path, run)
-        except (KeyError, TypeError) as e:
-            raise ValueError(f"{path}: a field is missing or damaged ({e})") from None
-    return run
+    return load_saved_run(path, config, (FORMAT, VERSION, "a refplastic dqn checkpoint"), lambda f: DQNRun(config),
+                          _restore, ignore=("frames",))
 
 
 def _restore(f, path, run):
