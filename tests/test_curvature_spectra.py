@@ -50,6 +50,19 @@ def test_lanczos_stops_on_an_invariant_subspace():
     np.testing.assert_allclose(ritz(t)[0], [1, 2, 3], atol=1e-13)
 
 
+def test_lanczos_float32_does_not_stop_on_a_small_real_beta():
+    """A float32 operator of 200,000 dimensions with one outlier eigenvalue (1000, the rest in
+    [0, 1]): every beta after the first steps is about 0.3, 0.03% of |T|, real and far above
+    float32 rounding. The worst-case rounding bound dim * eps * |T| (2.4% of |T|) took it for zero
+    and stopped after three steps; sqrt(dim) * eps * |T| does not."""
+    rng = np.random.default_rng(0)
+    d = np.r_[1000.0, rng.uniform(0, 1, 199_999)].astype(np.float32)
+    t = lanczos(lambda V: V * d, d.size, 30, np.random.default_rng(1), dtype=np.float32)
+    assert len(t.alpha) == 30
+    top = ritz(t)[0][-2:]
+    assert top[1] == pytest.approx(1000, rel=1e-5) and 0.95 < top[0] <= 1.0 + 1e-4
+
+
 @pytest.mark.parametrize("which", ["hessian", "ggn"])
 def test_lanczos_extremes_match_exact_eigenvalues(small, which):
     batch, H, G = small

@@ -46,6 +46,28 @@ def test_probing_does_not_change_the_training_trajectory():
     assert len(often.record["probes"]["step"]) == 7 and len(rarely.record["probes"]["step"]) == 2
 
 
+def test_fewer_ritz_values_than_asked_are_recorded_as_nan_in_front(tmp_path, monkeypatch):
+    """When Lanczos's Krylov space closes before k Ritz values (or k exceeds the parameters), the
+    probe point records k values all the same, NaN in front, so that the record stays a table and
+    the run writes its checkpoint and results (it used to stop with a ragged-array error)."""
+    import refplastic.plasticity.run as run_module
+
+    exact = run_module.lanczos_extremes
+    calls = []
+
+    def closing_early(*args, **kwargs):
+        calls.append(1)
+        found = exact(*args, **kwargs)
+        return found._replace(top=found.top[1:], top_residuals=found.top_residuals[1:]) if len(calls) == 2 else found
+
+    monkeypatch.setattr(run_module, "lanczos_extremes", closing_early)
+    finished = run_experiment(smoke(hessian_top_k=3), checkpoint=tmp_path / "r.ck.h5")
+    write(finished, tmp_path / "r.h5")
+    top = read_results(tmp_path / "r.h5")[1]["curvature"]["hessian_top"]
+    assert np.shape(top) == (3, 3) and np.isnan(top[1][0]) and np.all(np.isfinite(top[1][1:]))
+    assert np.all(np.isfinite(np.asarray(top)[[0, 2]]))
+
+
 def test_a_diverging_run_is_recorded_as_data(tmp_path):
     out = run("run", "--preset", "smoke", "--set", "lr=1e12", "--set", "optimizer=sgd", "--out", tmp_path / "r.h5")
     assert out.returncode == 0, out.stderr

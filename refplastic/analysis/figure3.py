@@ -92,7 +92,7 @@ def run_statistics(run):
                 found[f"{family}/layer=-{position}"] = value
     top = run.record["curvature"].get("hessian_top", [])
     if len(top):
-        found[HESSIAN] = float(np.max(top[-1]))
+        found[HESSIAN] = float(np.nanmax(top[-1]))
     return found
 
 

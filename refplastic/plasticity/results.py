@@ -6,7 +6,8 @@ probe point), so that a checkpoint can hold it and a resumed run append to it:
     train        step, td_loss, reward, value_mean, units_replaced      every log_every optimiser steps
     probes       step, final_loss (K,), target_variance (K,), offset, curve (K, L)   every probe point
     statistics   values (S,) at every probe point, names (S,) in the group's attrs
-    curvature    hessian_top (k,), hessian_top_residuals (k,), slq_nodes, slq_weights,
+    curvature    hessian_top (k,) ascending (NaN in front if Lanczos found fewer), hessian_top_residuals (k,),
+                 slq_nodes, slq_weights,
                  gradient_cosine (n, n) k-means ordered, gradient_order (n,)       when asked for
 
 (the memorise task logs its accuracy in ``train/accuracy`` and the TD columns hold its

@@ -306,7 +306,8 @@ class Run:
                 if c.hessian_top_k:
                     top = lanczos_extremes(batch.hvp, self.net.num_parameters, c.hessian_top_k, rng,
                                            dtype=self.net.dtype)
-                    curvature.update(hessian_top=top.top, hessian_top_residuals=top.top_residuals)
+                    curvature.update(hessian_top=_padded(top.top, c.hessian_top_k),
+                                     hessian_top_residuals=_padded(top.top_residuals, c.hessian_top_k))
                 if c.hessian_density:
                     quadrature = slq_quadrature(batch.hvp, self.net.num_parameters, c.slq_probes, c.slq_steps, rng,
                                                 self.net.dtype)
@@ -359,3 +360,10 @@ class _LogWindow:
                "units_replaced": self.replaced}
         self.reset()
         return row
+
+
+def _padded(ascending, k):
+    """``ascending`` (at most k values, the largest last) as k values, NaN in front of the ones
+    Lanczos did not reach (its Krylov space closed first, or the network has fewer than k
+    parameters), so that every probe point records as many."""
+    return np.concatenate([np.full(k - len(ascending), np.nan, ascending.dtype), ascending])
