@@ -123,8 +123,15 @@ def figure3_scatter(runs, correlation_rows, path):
                        label=f"{level}: rho = {rho_text(row.rho)} (n = {row.n})")
         title = f"{name}\n{KEY_STATISTICS[name]}" + (f", by {factor}" if factor else "")
         ax.set_title(_wrap(title, 4.6, 9), fontsize=9)
-        ax.set_xlabel(AXIS_LABELS[name])
-        ax.set_ylabel(PLASTICITY_LOSS)
+        finite = x[np.isfinite(x)]
+        if finite.size and finite.min() > 0 and finite.max() > 100 * finite.min():  # heavy-tailed: log axis
+            ax.set_xscale("log")
+            ax.set_xlabel(AXIS_LABELS[name] + " (log scale)")
+        else:
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 4))
+            ax.set_xlabel(AXIS_LABELS[name])
+        if ax.get_subplotspec().is_first_col():
+            ax.set_ylabel(PLASTICITY_LOSS)
         ax.legend(fontsize=7)
     _title(fig, "Plasticity loss against statistics at the last probe point, one point per run "
                  "(Lyle et al. 2023, figure 3)")
@@ -243,8 +250,8 @@ def gradient_cosine(runs, path):
         for column, k in enumerate((0, len(matrices) - 1)):
             ax = axes[2 * row + column]
             image = ax.imshow(np.asarray(matrices[k]), cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
-            ax.set_title(_wrap(f"{run.name} ({run.intervention}, {run.config['arch']}, seed {run.config['seed']}): "
-                               f"{'first' if column == 0 else 'last'} probe point, step {int(steps[k])}", 4.2, 9),
+            ax.set_title(_wrap(f"{run.name}\n{run.intervention}, {run.config['arch']}, seed {run.config['seed']}: "
+                               f"{'first' if column == 0 else 'last'} probe point, step {int(steps[k])}", 3.4, 9),
                          fontsize=9)
             ax.set_xlabel("example (k-means order)")
             ax.set_ylabel("example (k-means order)")
