@@ -126,6 +126,8 @@ def test_config_values_are_checked_with_the_field_named():
     (["--intervention", "layernorm,magic"], "Invalid value for '--intervention': unknown 'magic'"),
     (["--data", "imagenet:/x"], "Invalid value for '--data': unknown data set 'imagenet:/x'"),
     (["--data", "mnist:/no/such/dir"], "no such directory"),
+    (["--set", "data=imagenet:/x"], "Invalid value for '--set': data must be a data set spec (builtin, builtin-gray, "
+                                    "mnist:DIR or cifar10:DIR), got 'imagenet:/x'"),
     (["--task", "memorise", "--intervention", "twohot"], "twohot is a value head"),
 ])
 def test_bad_run_options_are_one_line_before_any_work(tmp_path, args, message):
