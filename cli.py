@@ -13,6 +13,7 @@ import sys
 import click
 
 import refplastic
+from refplastic.sweep.grid import COMMAND_OPTIONS  # plain Python: --help stays free of numpy
 
 
 # The library's own lists, repeated so that --help needs no numpy or Numba import (about a second);
@@ -653,7 +654,6 @@ def dqn(game, preset_name, layernorm, seed, frames, assignments, show_config, ch
     """One Double DQN run on an Atari game (Lyle et al. 2023, A.3): prints each evaluation's mean
     return and each probe point's probe loss as they come, and the final score at the end."""
     from refplastic.rl import experiment
-    from refplastic.rl.frame_replay import check_replay_memory
     from refplastic.stopping import polling, stop_requested
 
     config = _config("refplastic.rl.config", preset_name,
@@ -663,10 +663,7 @@ def dqn(game, preset_name, layernorm, seed, frames, assignments, show_config, ch
         return
     _check_paths({"--out": (out, DQN), "--checkpoint": (checkpoint, resumed(DQN_CHECKPOINT)),
                   "--progress": (progress_file, PROGRESS)}, force=force)
-    try:
-        check_replay_memory(config.replay_capacity, config.num_envs)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="'--set replay_capacity'") from None
+    _check_replay(config)
     with click.progressbar(length=config.frames, label=f"dqn {config.game}", file=sys.stderr,
                            item_show_func=lambda text: text) as bar, polling():
         rate = _Rate(unit="frames/s")
@@ -691,6 +688,17 @@ def dqn(game, preset_name, layernorm, seed, frames, assignments, show_config, ch
         click.echo(f"wrote {out}")
 
 
+def _check_replay(config):
+    """A replay buffer of the DQN ``config`` that would not fit in memory: a usage error naming
+    ``--set replay_capacity``, before any work."""
+    from refplastic.rl.frame_replay import check_replay_memory
+
+    try:
+        check_replay_memory(config.replay_capacity, config.num_envs)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="'--set replay_capacity'") from None
+
+
 class _DQNRows:
     """Evaluations and probe points as lines above the progress bar."""
 
@@ -708,14 +716,10 @@ class _DQNRows:
         _echo_above(self.bar, text)
 
 
-SWEEP_OPTIONS = {"run": ("task", "data", "arch", "intervention", "seed"), "dqn": ("game", "layernorm", "frames", "seed")}
-"""Repeated from refplastic.sweep.grid.COMMAND_OPTIONS for --help without numpy (tests/test_cli.py keeps them equal)."""
-
-
 @cli.command(short_help="A grid of runs (run or dqn) on this machine or a Dask cluster; resumable.")
 @click.option("--grid", "grid_file", type=click.Path(dir_okay=False), default=None,
               help="The grid as a TOML file (docs/sweep.md), instead of the options below.")
-@click.option("--command", "command_name", type=click.Choice(tuple(SWEEP_OPTIONS)), default=None,
+@click.option("--command", "command_name", type=click.Choice(tuple(COMMAND_OPTIONS)), default=None,
               help="What each run is: refplastic run (default) or refplastic dqn.")
 @click.option("--preset", "preset_name", default=None, help="The preset of every run. Default: laptop.")
 @click.option("--task", default=None, help="Comma list (run), e.g. easy,hard.")
@@ -763,12 +767,12 @@ def sweep(grid_file, command_name, preset_name, task, data, arch, intervention, 
             grid = grid_from_toml(grid_file)
         else:
             command_name = command_name or "run"
-            others = [name for name, value in options.items() if value is not None and name not in SWEEP_OPTIONS[command_name]]
+            others = [name for name, value in options.items() if value is not None and name not in COMMAND_OPTIONS[command_name]]
             if others:
                 raise click.UsageError(f"--{others[0]} is not an option of refplastic {command_name}"
                                        + ("; add --command dqn" if command_name == "run" else ""))
             grid = grid_from_options(command_name, preset_name or "laptop",
-                                     {name: options[name] for name in SWEEP_OPTIONS[command_name]}, assignments)
+                                     {name: options[name] for name in COMMAND_OPTIONS[command_name]}, assignments)
         runs = grid_runs(absolute_data_paths(grid))
     except GridError as e:
         if grid_file is not None:  # the file's content is data: exit 1, naming the file
@@ -837,12 +841,7 @@ def _check_grid_run(run, grid_file):
             _data_spec(None, None, options["data"])
         config = _config(module, run.preset, options, run.assignments)
         if run.command == "dqn":
-            from refplastic.rl.frame_replay import check_replay_memory
-
-            try:
-                check_replay_memory(config.replay_capacity, config.num_envs)
-            except ValueError as e:
-                raise click.BadParameter(str(e), param_hint="'--set replay_capacity'") from None
+            _check_replay(config)
     except click.BadParameter as e:
         if grid_file is None:
             raise

@@ -201,9 +201,6 @@ def test_the_cli_lists_are_the_librarys():
     from refplastic.rl import config as dqn_config
 
     assert cli.DQN_PRESETS == tuple(dqn_config.PRESETS)
-    from refplastic.sweep.grid import COMMAND_OPTIONS
-
-    assert cli.SWEEP_OPTIONS == COMMAND_OPTIONS
 
 
 def test_train_prints_each_evaluation_as_it_is_computed(tmp_path, monkeypatch):
