@@ -12,16 +12,24 @@ BUILTIN_SETS = {"builtin": {}, "builtin-gray": {"grayscale": True, "games": GRAY
 SPECS = "builtin, builtin-gray, mnist:DIR or cifar10:DIR"
 
 
+def data_kind(spec):
+    """The kind of data set ``spec`` names (its part before a colon); a one-line ValueError if it
+    is none of :data:`SPECS`."""
+    kind = str(spec).partition(":")[0]
+    if kind not in BUILTIN_SETS and kind not in FILE_LOADERS:
+        raise ValueError(f"unknown data set {spec!r}: expected {SPECS}")
+    return kind
+
+
 def parse_data_spec(spec):
     """``(kind, directory)`` named by ``spec`` (``directory`` None for a built-in set), checked before
     any work: a one-line ValueError for an unknown kind or a directory that is not there."""
-    kind, colon, directory = str(spec).partition(":")
+    kind = data_kind(spec)
+    _, colon, directory = str(spec).partition(":")
     if kind in BUILTIN_SETS:
         if colon:
             raise ValueError(f"{spec!r}: the built-in data set takes no directory; expected {SPECS}")
         return kind, None
-    if kind not in FILE_LOADERS:
-        raise ValueError(f"unknown data set {spec!r}: expected {SPECS}")
     if not directory:
         raise ValueError(f"{spec!r}: give the directory of the {kind} files, as {kind}:DIR")
     if not os.path.isdir(directory):

@@ -16,7 +16,7 @@ checked in :meth:`RunConfig.__post_init__`, a bad one raising :class:`ConfigErro
 from dataclasses import dataclass
 
 from ..config_fields import ConfigError, ConfigFields, at_least, check_types, finite, overridden
-from ..data.source import BUILTIN_SETS, FILE_LOADERS, SPECS
+from ..data.source import SPECS, data_kind
 
 TASKS = ("easy", "hard", "sparse", "memorise")
 ARCHITECTURES = ("mlp", "cnn")
@@ -117,8 +117,10 @@ class RunConfig(ConfigFields):
                      "cbp_maturity"):
             at_least(self, name, 0)
         at_least(self, "twohot_bins", 2)
-        if self.data.partition(":")[0] not in (*BUILTIN_SETS, *FILE_LOADERS):
-            raise ConfigError("data", f"must be a data set spec ({SPECS}), got {self.data!r}")
+        try:
+            data_kind(self.data)
+        except ValueError:
+            raise ConfigError("data", f"must be a data set spec ({SPECS}), got {self.data!r}") from None
         if self.builtin_images < 10 or self.builtin_images % 10:
             raise ConfigError("builtin_images", f"must be a positive multiple of 10 (ten games), got {self.builtin_images}")
         for name in ("eps", "eps_root", "weight_decay", "perturb", "redo_tau"):
