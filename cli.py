@@ -776,7 +776,7 @@ def sweep(grid_file, command_name, preset_name, task, data, arch, intervention, 
         runs = grid_runs(absolute_data_paths(grid))
     except GridError as e:
         if grid_file is not None:  # the file's content is data: exit 1, naming the file
-            raise click.ClickException(e.problem if isinstance(e, GridFileError) else f"{grid_file}: {e}") from None
+            raise click.ClickException(f"--grid: {e.problem if isinstance(e, GridFileError) else f'{grid_file}: {e}'}") from None
         raise click.BadParameter(e.problem, param_hint=f"'--{e.field}'") from None
     for run in runs:
         _check_grid_run(run, grid_file)
@@ -788,6 +788,13 @@ def sweep(grid_file, command_name, preset_name, task, data, arch, intervention, 
         raise click.UsageError("Missing option '--out' (the grid's directory)")
     if scheduler is not None and jobs is not None:
         raise click.UsageError("--jobs is for runs on this machine; with --scheduler each worker's threads decide")
+    if scheduler is not None:
+        from refplastic.sweep.executors import scheduler_address
+
+        try:
+            scheduler_address(scheduler)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="'--scheduler'") from None
     _claim_directory(out_dir, grid, runs)
     executor = _executor(jobs, scheduler)
     done_before = sum(os.path.exists(layout.results_path(out_dir, run.name)) for run in runs)
@@ -846,7 +853,7 @@ def _check_grid_run(run, grid_file):
         if grid_file is None:
             raise
         field = (e.param_hint or "").strip("'-").replace("set ", "set.")
-        raise click.ClickException(f"{grid_file}: {field}: {e.message}") from None
+        raise click.ClickException(f"--grid: {grid_file}: {field}: {e.message}") from None
 
 
 def _claim_directory(out_dir, grid, runs):

@@ -192,6 +192,8 @@ def test_failed_runs_are_listed_with_their_error_and_the_exit_code_says_so(tmp_p
     (["--game", "pong"], 2, "--game is not an option of refplastic run; add --command dqn"),
     (["--command", "dqn", "--game", "pongg"], 2, "is not one of the 57"),
     (["--jobs", "2", "--scheduler", "tcp://127.0.0.1:9"], 2, "--jobs is for runs on this machine"),
+    (["--scheduler", "nothost"], 2, "'--scheduler': expected tcp://HOST:PORT (a port from 1 to 65535), got 'nothost'"),
+    (["--scheduler", "tcp://host:0"], 2, "'--scheduler': expected tcp://HOST:PORT"),
     (["--preset", "cleanrl"], 2, "'--preset': must be one of paper, laptop, demo, smoke for refplastic run"),
 ])
 def test_bad_options_are_one_line_before_any_work(tmp_path, args, code, message):
@@ -233,3 +235,14 @@ def test_a_grid_of_dqn_runs(tmp_path):
     from refplastic.outputs import file_kind
 
     assert [file_kind(tmp_path / "grid" / f"layernorm-{v}.h5") for v in ("false", "true")] == ["refplastic-dqn"] * 2
+
+
+@pytest.mark.parametrize("text,address", [("tcp://10.0.0.1:8786", "tcp://10.0.0.1:8786"), ("node7:8786", "tcp://node7:8786"),
+                                          ("tcp://[::1]:8786", "tcp://[::1]:8786")])
+def test_a_scheduler_address_is_tcp_host_port(text, address):
+    from refplastic.sweep.executors import scheduler_address
+
+    assert scheduler_address(text) == address
+    for bad in ("node7", "tcp://node7", "node7:", ":8786", "node7:65536", "tls://node7:8786", "node7:x"):
+        with pytest.raises(ValueError, match="expected tcp://HOST:PORT"):
+            scheduler_address(bad)

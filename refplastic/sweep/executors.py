@@ -40,6 +40,17 @@ class LocalExecutor:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+def scheduler_address(text):
+    """``text`` as the ``tcp://HOST:PORT`` address of a Dask scheduler (``HOST:PORT`` is taken as
+    tcp); a ValueError saying what is wrong otherwise. Checked before connecting: a malformed
+    address given to ``distributed.Client`` fails only after the client is half made."""
+    rest = text[len("tcp://"):] if text.startswith("tcp://") else text
+    host, colon, port = rest.rpartition(":")
+    if "://" in rest or not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected tcp://HOST:PORT (a port from 1 to 65535), got {text!r}")
+    return f"tcp://{host}:{int(port)}"
+
+
 class DaskExecutor:
     """Every run sent to the Dask scheduler at ``address`` (``tcp://HOST:PORT``), whose workers
     run it (each worker thread one run; start workers with ``--nthreads`` = the runs a machine
@@ -49,6 +60,7 @@ class DaskExecutor:
     def __init__(self, address, timeout=10):
         from distributed import Client
 
+        address = scheduler_address(address)
         try:
             self.client = Client(address, timeout=timeout, set_as_default=False)
         except (OSError, TimeoutError) as e:
