@@ -67,8 +67,9 @@ def _t(a, requires_grad=False):
     return torch.tensor(np.array(a), requires_grad=requires_grad)
 
 
-def check_layer(layer, x_shape, rng, dtype=np.float64, input_grad=True, fd=True, rtol=None, K=2):
-    """Check forward, VJP, JVP and R-backward of ``layer`` on a random input of ``x_shape``.
+def check_layer(layer, x_shape, rng, dtype=np.float64, input_grad=True, fd=True, rtol=None, K=2, batch_last=False):
+    """Check forward, VJP, JVP and R-backward of ``layer`` on a random input of ``x_shape``
+    (with ``batch_last``, a view of memory with the batch axis last, as a convolution's output).
 
     Compares with torch (reverse mode, and double backward for the second-order map) to ``rtol``
     and, in float64 with ``fd``, with central finite differences to 1e-6. The R-maps run on K
@@ -80,6 +81,8 @@ def check_layer(layer, x_shape, rng, dtype=np.float64, input_grad=True, fd=True,
     module = torch_module(net)
     P = net.num_parameters
     x = rng.normal(size=x_shape).astype(dtype)
+    if batch_last:
+        x = np.moveaxis(np.ascontiguousarray(np.moveaxis(x, 0, -1)), -1, 0)
 
     y, caches = net.forward_cached(x)
     xt = _t(x, requires_grad=input_grad)

@@ -24,13 +24,16 @@ STRIDED = [{"type": "Conv2d", "in_channels": 2, "out_channels": 3, "kernel_size"
            {"type": "ReLU"},  # im2col, then space-to-depth (a 4x4 kernel, stride 2)
            {"type": "Conv2d", "in_channels": 3, "out_channels": 4, "kernel_size": 4, "stride": 2, "padding": 1},
            {"type": "GELU"}, {"type": "Flatten"}, {"type": "Linear", "in_features": 24, "out_features": 4}]
+CNN_LAYERNORM = [{"type": "Conv2d", "in_channels": 2, "out_channels": 3, "kernel_size": 3, "stride": 2, "padding": 1},
+                 {"type": "LayerNorm", "normalized_shape": [3, 4, 5]},  # on batch-last memory: the column kernels
+                 {"type": "ReLU"}, {"type": "Flatten"}, {"type": "Linear", "in_features": 60, "out_features": 4}]
 BATCHNORM = [{"type": "Linear", "in_features": 6, "out_features": 5}, {"type": "BatchNorm1d", "num_features": 5},
              {"type": "ReLU"}, {"type": "Linear", "in_features": 5, "out_features": 3}]
 SPECTRALNORM = [{"type": "SpectralNormLinear", "in_features": 6, "out_features": 5}, {"type": "ReLU"},
                 {"type": "Linear", "in_features": 5, "out_features": 3}]
 ARCHITECTURES = {"mlp": (MLP, (6,)), "layernorm": (LAYERNORM, (6,)), "cnn": (CNN, (2, 7, 9)),
-                 "strided": (STRIDED, (2, 12, 10)), "batchnorm": (BATCHNORM, (6,)), "spectralnorm": (SPECTRALNORM, (6,))}
-CLASSES = {"mlp": 3, "layernorm": 3, "cnn": 4, "strided": 4, "batchnorm": 3, "spectralnorm": 3}
+                 "strided": (STRIDED, (2, 12, 10)), "cnn-layernorm": (CNN_LAYERNORM, (2, 7, 9)), "batchnorm": (BATCHNORM, (6,)), "spectralnorm": (SPECTRALNORM, (6,))}
+CLASSES = {"mlp": 3, "layernorm": 3, "cnn": 4, "strided": 4, "cnn-layernorm": 4, "batchnorm": 3, "spectralnorm": 3}
 E, N = 3, 5
 
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from refplastic.kernels.optim import (adam_step, adam_step_naive, rmsprop_step, rmsprop_step_naive, sgd_step,
-                                      sgd_step_naive)
+from refplastic.kernels.optim import (adam_step, adam_step_naive, rmsprop_step, rmsprop_step_eps_in_sqrt,
+                                      rmsprop_step_eps_in_sqrt_naive, rmsprop_step_naive, sgd_step, sgd_step_naive)
 
 DTYPES = [np.float64, np.float32]
 SIZES = [1, 37, 4099]
@@ -71,6 +71,18 @@ def test_rmsprop_kernel(alpha, momentum, centered, weight_decay, size, dtype):
     buffers = ["square_avg", "grad_avg" if centered else None, "momentum_buffer" if momentum else None]
     run_both(rmsprop_step, rmsprop_step_naive, buffers,
              lambda step: (0.01, alpha, 1e-8, weight_decay, momentum, centered), dtype, size)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("alpha", [0.95, 0.3])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("centered", [False, True])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_rmsprop_eps_in_sqrt_kernel(alpha, momentum, centered, weight_decay, size, dtype):
+    buffers = ["square_avg", "grad_avg" if centered else None, "momentum_buffer" if momentum else None]
+    run_both(rmsprop_step_eps_in_sqrt, rmsprop_step_eps_in_sqrt_naive, buffers,
+             lambda step: (2.5e-4, alpha, 0.01 / 32**2, weight_decay, momentum, centered), dtype, size)
 
 
 def test_kernels_check_the_buffers_they_use():

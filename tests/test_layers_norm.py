@@ -61,6 +61,40 @@ def test_layernorm(normalized_shape, x_shape, bias, input_grad, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("normalized_shape,x_shape", [((3, 4, 5), (6, 3, 4, 5)), (7, (5, 7)), ((3, 4, 5), (1, 3, 4, 5))])
+@pytest.mark.parametrize("affine,bias,input_grad", [(True, True, True), (True, True, False), (True, False, True),
+                                                    (False, False, True)])  # without parameters, an input to differentiate
+def test_layernorm_of_batch_last_inputs(normalized_shape, x_shape, affine, bias, input_grad, dtype):
+    """A convolution's output is an (N, C, H, W) view of (C, H, W, N) memory: LayerNorm's forward
+    and backward maps then run as the kernels of refplastic.kernels.layernorm."""
+    layer = with_state(LayerNorm(normalized_shape, eps=1e-3, elementwise_affine=affine, bias=bias))
+    check_layer(layer, x_shape, np.random.default_rng(1), dtype, input_grad=input_grad, batch_last=True)
+
+
+def test_layernorm_keeps_a_batch_last_layout_and_matches_the_numpy_maps():
+    from refplastic.nn.normalization import Normalization
+
+    rng = np.random.default_rng(4)
+    net = Network([with_state(LayerNorm((3, 4, 5)))], rng, np.float32)
+    layer = net.layers[0]
+    x = rng.normal(size=(3, 4, 5, 8)).astype(np.float32).transpose(3, 0, 1, 2)
+    y, cache = layer.forward(x)
+    assert y.transpose(1, 2, 3, 0).flags.c_contiguous and cache.xhat.transpose(1, 2, 3, 0).flags.c_contiguous
+    y_numpy, cache_numpy = Normalization.forward(layer, x)
+    np.testing.assert_allclose(y, y_numpy, rtol=2e-6, atol=2e-6)
+    gy = rng.normal(size=x.shape).astype(np.float32)  # C-contiguous: taken in the cache's layout
+    grads = {k: np.empty_like(v) for k, v in layer.params.items()}
+    grads_numpy = {k: np.empty_like(v) for k, v in layer.params.items()}
+    gx = layer.backward(cache, gy, grads)
+    np.testing.assert_allclose(gx, Normalization.backward(layer, cache_numpy, gy, grads_numpy), rtol=1e-4, atol=1e-5)
+    assert gx.dtype == np.float32 and gx.transpose(1, 2, 3, 0).flags.c_contiguous
+    for k in grads:
+        np.testing.assert_allclose(grads[k], grads_numpy[k], rtol=1e-4, atol=1e-4)
+    gy64 = gy.astype(np.float64)  # another dtype: NumPy's maps, which promote
+    assert layer.backward(cache, gy64, None).dtype == np.float64
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("normalized_shape,x_shape", [(5, (3, 5)), ((3, 4), (2, 2, 3, 4))])
 def test_layernorm_without_affine(normalized_shape, x_shape, dtype):
     # no parameters: only the input maps exist (the oracle needs an input to differentiate)

@@ -239,3 +239,66 @@ def rmsprop_step_naive(params, grad, square_avg, grad_avg, momentum_buffer, lr, 
         params += dt(-lr) * momentum_buffer
     else:
         params += dt(-lr) * g / avg
+
+
+def rmsprop_step_eps_in_sqrt(params, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, eps, weight_decay,
+                             momentum, centered):
+    """One RMSprop step with eps inside the square root and an exponential average of the
+    gradient (optax's ``rmsprop``; refplastic.nn.optim.RMSprop says when to use it):
+
+        g = grad + weight_decay p,   s = alpha s + (1 - alpha) g^2,   a = alpha a + (1 - alpha) g
+        d = sqrt(s - a^2 + eps) if centered else sqrt(s + eps)
+        b = momentum b + g / d,  p = p - lr b    if momentum > 0,   else   p = p - lr g / d
+
+    each in the order of operations of its NumPy twin, so that the two agree bit for bit.
+    """
+    _check_like_params(params, grad=grad, square_avg=square_avg, **({"grad_avg": grad_avg} if centered else {}),
+                       **({"momentum_buffer": momentum_buffer} if momentum > 0 else {}))
+    dt = params.dtype.type
+    _rmsprop_eps_in_sqrt_kernel(params, grad, square_avg, grad_avg, momentum_buffer, dt(lr), dt(alpha), dt(1 - alpha),
+                                dt(eps), dt(weight_decay), dt(momentum), centered)
+
+
+@_fused_kernel
+def _rmsprop_eps_in_sqrt_kernel(params, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, one_minus_alpha, eps,
+                                weight_decay, momentum, centered):
+    for i in range(params.size):
+        g = grad[i]
+        if weight_decay != 0:
+            g = g + weight_decay * params[i]
+        s = square_avg[i] * alpha + one_minus_alpha * (g * g)
+        square_avg[i] = s
+        if centered:
+            a = grad_avg[i] * alpha + one_minus_alpha * g
+            grad_avg[i] = a
+            d = (s - a * a) + eps
+        else:
+            d = s + eps
+        d = g / math.sqrt(d)
+        if momentum > 0:
+            d = momentum_buffer[i] * momentum + d
+            momentum_buffer[i] = d
+        params[i] = params[i] - lr * d
+
+
+def rmsprop_step_eps_in_sqrt_naive(params, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, eps, weight_decay,
+                                   momentum, centered):
+    """NumPy twin of :func:`rmsprop_step_eps_in_sqrt`."""
+    dt = params.dtype.type
+    g = grad + dt(weight_decay) * params if weight_decay != 0 else grad
+    square_avg *= dt(alpha)
+    square_avg += dt(1 - alpha) * np.square(g)
+    if centered:
+        grad_avg *= dt(alpha)
+        grad_avg += dt(1 - alpha) * g
+        d = square_avg - np.square(grad_avg)
+        d += dt(eps)
+    else:
+        d = square_avg + dt(eps)
+    np.sqrt(d, out=d)
+    np.divide(g, d, out=d)
+    if momentum > 0:
+        momentum_buffer *= dt(momentum)
+        momentum_buffer += d
+        d = momentum_buffer
+    params -= dt(lr) * d

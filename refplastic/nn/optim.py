@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from ..kernels.optim import adam_step, rmsprop_step, sgd_step
+from ..kernels.optim import adam_step, rmsprop_step, rmsprop_step_eps_in_sqrt, sgd_step
 
 
 class StateError(ValueError):
@@ -288,8 +288,8 @@ class RMSprop(Optimizer):
     ``decay``) 0.95, eps 0.01 / 32^2 and centered (``dqn_zoo/double_q/run_atari.py``, optax
     0.1.2). The default False is torch's ``RMSprop``. The two differ most where the gradients
     are small: there eps inside bounds the step by lr g / sqrt(eps) (sqrt(eps) = 3.1e-3 for DQN
-    Zoo's eps), while outside it allows up to lr g / eps. The eps_in_sqrt form is NumPy, a few
-    passes over the vector (the torch form is one fused kernel).
+    Zoo's eps), while outside it allows up to lr g / eps. Each form is one fused kernel
+    (refplastic.kernels.optim).
 
     State: ``step``, ``square_avg`` (s), ``momentum_buffer`` (b, only if momentum > 0),
     ``grad_avg`` (a, only if centered).
@@ -316,35 +316,6 @@ class RMSprop(Optimizer):
         step = rmsprop_step_eps_in_sqrt if self.eps_in_sqrt else rmsprop_step
         step(self.params, grad, self.buffers["square_avg"], self._buffer("grad_avg"), self._buffer("momentum_buffer"),
              self.lr, self.alpha, self.eps, self.weight_decay, self.momentum, self.centered)
-
-
-def rmsprop_step_eps_in_sqrt(params, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, eps, weight_decay,
-                             momentum, centered):
-    """One RMSprop step with eps inside the square root (optax's form; see :class:`RMSprop`), in
-    NumPy with the arguments of :func:`refplastic.kernels.optim.rmsprop_step`:
-
-        g = grad + weight_decay p,   s = alpha s + (1 - alpha) g^2,   a = alpha a + (1 - alpha) g
-        d = sqrt(s - a^2 + eps) if centered else sqrt(s + eps)
-        b = momentum b + g / d,  p = p - lr b    if momentum > 0,   else   p = p - lr g / d
-    """
-    dt = params.dtype.type
-    g = grad + dt(weight_decay) * params if weight_decay != 0 else grad
-    square_avg *= dt(alpha)
-    square_avg += dt(1 - alpha) * np.square(g)
-    if centered:
-        grad_avg *= dt(alpha)
-        grad_avg += dt(1 - alpha) * g
-        d = square_avg - np.square(grad_avg)
-        d += dt(eps)
-    else:
-        d = square_avg + dt(eps)
-    np.sqrt(d, out=d)
-    np.divide(g, d, out=d)
-    if momentum > 0:
-        momentum_buffer *= dt(momentum)
-        momentum_buffer += d
-        d = momentum_buffer
-    params -= dt(lr) * d
 
 
 OPTIMIZERS = {cls.name: cls for cls in (SGD, Adam, AdamW, RMSprop)}
