@@ -227,3 +227,14 @@ def test_single_value_per_channel():
     untracked = Network([BatchNorm1d(3, track_running_stats=False)], np.random.default_rng(9)).eval()
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         untracked.forward(x)
+
+
+def test_layernorm_of_an_empty_batch_in_either_layout():
+    net = Network([LayerNorm((3, 4, 5))], np.random.default_rng(0), np.float32)
+    layer = net.layers[0]
+    for x in (np.zeros((0, 3, 4, 5), np.float32), np.zeros((3, 4, 5, 0), np.float32).transpose(3, 0, 1, 2)):
+        y, cache = layer.forward(x)
+        grads = {k: np.full_like(v, np.nan) for k, v in layer.params.items()}
+        gx = layer.backward(cache, y, grads)
+        assert y.shape == gx.shape == (0, 3, 4, 5)
+        assert all(np.array_equal(g, np.zeros_like(g)) for g in grads.values())

@@ -29,7 +29,9 @@ def sample_columns(a, d, members=False):
     if a.ndim != d + 1 + lead or a.dtype not in (np.float32, np.float64):
         return None
     batch_last = a.transpose(*range(lead), *range(lead + 1, a.ndim), lead)
-    return batch_last.reshape(a.shape[0] if members else 1, -1, a.shape[lead]) if batch_last.flags.c_contiguous else None
+    if not batch_last.flags.c_contiguous:
+        return None
+    return batch_last.reshape(a.shape[0] if members else 1, int(np.prod(a.shape[lead + 1:])), a.shape[lead])
 
 
 def from_columns(columns, shape, members=False):
