@@ -61,28 +61,22 @@ def test_adam_kernel(betas, weight_decay, decoupled, amsgrad, eps_root, size, dt
              lambda step: (step, 0.01, *betas, 1e-8, weight_decay, decoupled, amsgrad, eps_root), dtype, size)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("alpha", [0.99, 0.3])
-@pytest.mark.parametrize("momentum", [0.0, 0.9])
-@pytest.mark.parametrize("centered", [False, True])
-@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
-def test_rmsprop_kernel(alpha, momentum, centered, weight_decay, size, dtype):
-    buffers = ["square_avg", "grad_avg" if centered else None, "momentum_buffer" if momentum else None]
-    run_both(rmsprop_step, rmsprop_step_naive, buffers,
-             lambda step: (0.01, alpha, 1e-8, weight_decay, momentum, centered), dtype, size)
+# torch's RMSprop (eps outside the root) and optax's (DQN Zoo's: eps inside), each with its lr and eps
+RMSPROP_FORMS = {"torch": (rmsprop_step, rmsprop_step_naive, 0.01, 1e-8),
+                 "eps_in_sqrt": (rmsprop_step_eps_in_sqrt, rmsprop_step_eps_in_sqrt_naive, 2.5e-4, 0.01 / 32**2)}
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("alpha", [0.95, 0.3])
+@pytest.mark.parametrize("alpha", [0.99, 0.95, 0.3])
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 @pytest.mark.parametrize("centered", [False, True])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
-def test_rmsprop_eps_in_sqrt_kernel(alpha, momentum, centered, weight_decay, size, dtype):
+@pytest.mark.parametrize("form", RMSPROP_FORMS)
+def test_rmsprop_kernels(form, alpha, momentum, centered, weight_decay, size, dtype):
+    fused, naive, lr, eps = RMSPROP_FORMS[form]
     buffers = ["square_avg", "grad_avg" if centered else None, "momentum_buffer" if momentum else None]
-    run_both(rmsprop_step_eps_in_sqrt, rmsprop_step_eps_in_sqrt_naive, buffers,
-             lambda step: (2.5e-4, alpha, 0.01 / 32**2, weight_decay, momentum, centered), dtype, size)
+    run_both(fused, naive, buffers, lambda step: (lr, alpha, eps, weight_decay, momentum, centered), dtype, size)
 
 
 def test_kernels_check_the_buffers_they_use():
