@@ -776,7 +776,8 @@ def sweep(grid_file, command_name, preset_name, task, data, arch, intervention, 
         runs = grid_runs(absolute_data_paths(grid))
     except GridError as e:
         if grid_file is not None:  # the file's content is data: exit 1, naming the file
-            raise click.ClickException(f"--grid: {e.problem if isinstance(e, GridFileError) else f'{grid_file}: {e}'}") from None
+            problem = e.problem if isinstance(e, GridFileError) else f"{grid_file}: {e}"
+            raise click.ClickException(f"--grid: {problem}") from None
         raise click.BadParameter(e.problem, param_hint=f"'--{e.field}'") from None
     for run in runs:
         _check_grid_run(run, grid_file)
