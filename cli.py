@@ -921,7 +921,7 @@ def dqn_report(runs, out_dir, force):
                       in zip(paths.items(), ("refplastic-dqn-report", "refplastic-dqn-scores", "image"))},
                      inputs={f"RUN {p}": p for p in runs}, force=force)
     loaded = report.load_runs(runs)
-    rows = report.summary_rows(report.scores_by_game(loaded))
+    rows = report.report_rows(loaded)
     text = report.markdown(rows)
     click.echo(text, nl=False)
     if out_dir is not None:

@@ -109,7 +109,7 @@ def test_analyse_writes_the_report(grid_dir, runs_dir, tmp_path):
     assert "5 plasticity runs (refplastic run; 4 complete, 1 diverged) and 2 DQN runs" in text
     assert "theirs.h5 (HDF5)" in text and "none-0.ck.h5 (refplastic-run-checkpoint)" in text
     assert "200 resamples, seed 3" in text and "## DQN runs (refplastic dqn-report)" in text
-    assert "| pong | -20 +- nan (1) |" in text
+    assert "| pong | -20 (1) |" in text and "### Score: the mean return of the last evaluation" in text
     assert "| none | " in out.stdout and "wrote " in out.stdout
     table = list(csv.DictReader(io.StringIO((tmp_path / "report" / "figure6.csv").read_text())))
     expected = hand_figure6(runs_dir)
@@ -222,6 +222,6 @@ def test_dqn_runs_alone_give_the_dqn_report(tmp_path):
     assert out.returncode == 0, out.stderr
     text = (tmp_path / "report" / "report.md").read_text()
     assert "No plasticity runs (refplastic run) in DIR: no figure 6 or 3." in text and "## Figure 6" not in text
-    assert "| pong | -20 +- nan (1) | 0.0198 | -15 +- nan (1) |" in text
+    assert "| pong | -20 (1) | 0.0198 | -15 (1) |" in text
     assert (tmp_path / "report" / "learning_curves.png").read_bytes().startswith(PNG)
     assert (tmp_path / "report" / "scores.csv").read_text().startswith("game,baseline_seeds,")

@@ -80,9 +80,9 @@ def build(found, directory, resamples, seed):
     lines += [f"- {name}: not drawn: {reason}" for name, reason in skipped] + [""]
     texts = {"report.md": None, "figure6.csv": figure6.csv_text(cells), "correlations.csv": figure3.csv_text(rows)}
     if dqn_runs:
-        score_rows = dqn_report.summary_rows(dqn_report.scores_by_game(dqn_runs))
+        score_rows = dqn_report.report_rows(dqn_runs)
         lines += ["## DQN runs (refplastic dqn-report)", "",
-                  dqn_report.markdown(score_rows).removeprefix(dqn_report.HEADER).lstrip("\n")]
+                  dqn_report.markdown(score_rows, level=3).removeprefix(dqn_report.HEADER).lstrip("\n")]
         texts["scores.csv"] = dqn_report.csv_text(score_rows)
     lines += _run_lines(runs)
     texts["report.md"] = "\n".join(lines).rstrip("\n") + "\n"

@@ -1,12 +1,19 @@
 """Per-game scores of DQN runs, the improvement of LayerNorm over the baseline, learning curves.
 
-A run's **score** is the mean return of its last evaluation (``eval_episodes`` whole episodes
-with epsilon = eval_epsilon at the end of training). For each game and variant (baseline, i.e.
-without LayerNorm, and LayerNorm) the report gives the mean and standard deviation of the scores
-over seeds and the mean's human-normalised score ``(score - random) / (human - random)``; for
-each game with both variants, the improvement of LayerNorm over the baseline as Lyle et al.
-(2023, figure 7) measure it, after Wang et al. (2016, "Dueling network architectures for deep
-reinforcement learning", sec. 4.2)::
+A run has two **scores**, each reported in its own table:
+
+- ``final_evaluation``: the mean return of its last evaluation (``eval_episodes`` whole episodes
+  with epsilon = eval_epsilon at the end of training), the paper's measure;
+- ``late_training``: the mean return of the training episodes that ended in the last fifth of
+  the run's frames, ``mean{R_e : frame_e > 0.8 F}``. Short runs evaluate on few episodes (4 at
+  the laptop preset), and one evaluation's mean is noisy; the late training episodes are many
+  more, played at the final training epsilon (0.02 at the laptop preset, 0.01 when evaluating).
+
+For each score, game and variant (baseline, i.e. without LayerNorm, and LayerNorm) the report
+gives the mean and standard deviation of the scores over seeds and the mean's human-normalised
+score ``(score - random) / (human - random)``; for each game with both variants, the improvement
+of LayerNorm over the baseline as Lyle et al. (2023, figure 7) measure it, after Wang et al.
+(2016, "Dueling network architectures for deep reinforcement learning", sec. 4.2)::
 
     improvement = (score_layernorm - score_baseline) / (max(human, score_baseline) - random)
 
@@ -18,6 +25,7 @@ import csv
 import io
 import json
 import os
+import warnings
 
 import numpy as np
 
@@ -26,6 +34,26 @@ from .scores import human_normalised, improvement, reference_scores
 
 VARIANTS = ("baseline", "layernorm")
 HEADER = "# DQN report"
+LATE_FRACTION = 0.2
+
+
+def late_training_return(record):
+    """The mean return of the training episodes that ended after frame ``(1 - LATE_FRACTION) F``,
+    ``F`` the run's last logged frame (NaN if none did)."""
+    frames = np.asarray(record["episodes"].get("frame", []), dtype=np.float64)
+    returns = np.asarray(record["episodes"].get("return", []), dtype=np.float64)
+    last = record["train"].get("frame", [])
+    if not len(frames) or not len(last):
+        return float("nan")
+    late = returns[frames > (1 - LATE_FRACTION) * float(last[-1])]
+    return float(late.mean()) if len(late) else float("nan")
+
+
+SCORES = {
+    "final_evaluation": (final_evaluation, "the mean return of the last evaluation of each run"),
+    "late_training": (late_training_return, "the mean return of the training episodes that ended in the "
+                                            "last fifth of each run's frames"),
+}
 
 
 def load_runs(paths):
@@ -37,15 +65,19 @@ def load_runs(paths):
     return runs
 
 
-def scores_by_game(runs):
-    """``{game: {variant: [(seed, score, path)]}}`` over ``runs`` (a run without evaluation has a
-    NaN score)."""
+def scores_by_game(runs, score=final_evaluation):
+    """``{game: {variant: [(seed, score(record), path)]}}`` over ``runs`` (a run without the
+    episodes a score needs has a NaN score)."""
     table = {}
     for path, config, record in runs:
         variant = VARIANTS[bool(config["layernorm"])]
-        table.setdefault(config["game"], {}).setdefault(variant, []).append(
-            (config["seed"], final_evaluation(record), path))
+        table.setdefault(config["game"], {}).setdefault(variant, []).append((config["seed"], score(record), path))
     return table
+
+
+def report_rows(runs):
+    """``{score name: summary rows}`` for each of :data:`SCORES`."""
+    return {name: summary_rows(scores_by_game(runs, score)) for name, (score, _) in SCORES.items()}
 
 
 def summary_rows(table):
@@ -71,37 +103,42 @@ def median_improvement(rows):
     return float(np.median(values)) if values else float("nan")
 
 
-def markdown(rows):
-    """The report as Markdown: the table, the median improvement and the reference scores' source."""
+def markdown(rows_by_score, level=2):
+    """The report as Markdown: for each score a section (heading ``level``) with its table and
+    median improvement, then the reference scores' source."""
     lines = [HEADER, "",
-             "Score: the mean return of the last evaluation of each run; mean +- standard deviation over "
-             "seeds (n); HNS: the mean's human-normalised score; improvement: Wang et al. (2016)'s "
-             "(LN - base) / (max(human, base) - random).", "",
-             "| game | baseline (n) | HNS | LayerNorm (n) | HNS | improvement | random | human |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        random_score, human_score = reference_scores(r["game"])
-        cells = [r["game"]]
-        for variant in VARIANTS:
-            v = r[variant]
-            cells += [f"{_number(v['mean'])} +- {_number(v['sd'])} ({v['seeds']})", _number(v["human_normalised"], 3)]
-        cells += [_number(r["improvement"], 3), _number(random_score), _number(human_score)]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Median improvement over {sum(np.isfinite(r['improvement']) for r in rows)} games: "
-                  f"{_number(median_improvement(rows), 3)} (the paper: about +0.22 over 57 games at 200M frames).",
-              "", "Reference scores: DQN Zoo, dqn_zoo/atari_data.py (refplastic.rl.scores)."]
+             "Mean +- standard deviation over seeds (n); HNS: the mean's human-normalised score; improvement: "
+             "Wang et al. (2016)'s (LN - base) / (max(human, base) - random).", ""]
+    for name, rows in rows_by_score.items():
+        lines += [f"{'#' * level} Score: {SCORES[name][1]} ({name})", "",
+                  "| game | baseline (n) | HNS | LayerNorm (n) | HNS | improvement | random | human |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            random_score, human_score = reference_scores(r["game"])
+            cells = [r["game"]]
+            for variant in VARIANTS:
+                v = r[variant]
+                spread = f" +- {_number(v['sd'])}" if v["seeds"] > 1 else ""
+                cells += [f"{_number(v['mean'])}{spread} ({v['seeds']})", _number(v["human_normalised"], 3)]
+            cells += [_number(r["improvement"], 3), _number(random_score), _number(human_score)]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", f"Median improvement over {sum(np.isfinite(r['improvement']) for r in rows)} games: "
+                      f"{_number(median_improvement(rows), 3)} (the paper: about +0.22 over 57 games at 200M "
+                      "frames, final scores).", ""]
+    lines += ["Reference scores: DQN Zoo, dqn_zoo/atari_data.py (refplastic.rl.scores)."]
     return "\n".join(lines) + "\n"
 
 
-def csv_text(rows):
-    """The table as CSV, one row per game."""
+def csv_text(rows_by_score):
+    """The tables as CSV, one row per game and score."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["game", "baseline_seeds", "baseline_mean", "baseline_sd", "baseline_hns", "layernorm_seeds",
-                     "layernorm_mean", "layernorm_sd", "layernorm_hns", "improvement"])
-    for r in rows:
-        writer.writerow([r["game"]] + [r[v][k] for v in VARIANTS for k in ("seeds", "mean", "sd", "human_normalised")]
-                        + [r["improvement"]])
+                     "layernorm_mean", "layernorm_sd", "layernorm_hns", "improvement", "score"])
+    for name, rows in rows_by_score.items():
+        for r in rows:
+            writer.writerow([r["game"]] + [r[v][k] for v in VARIANTS for k in ("seeds", "mean", "sd", "human_normalised")]
+                            + [r["improvement"], name])
     return out.getvalue()
 
 
@@ -109,38 +146,73 @@ def _number(value, digits=4):
     return "nan" if not np.isfinite(value) else f"{value:.{digits}g}"
 
 
+def binned_training_return(record, edges):
+    """The mean return of the training episodes ending in each frame bin ``(edges[i], edges[i+1]]``
+    (NaN for a bin without one)."""
+    frames = np.asarray(record["episodes"].get("frame", []), dtype=np.float64)
+    returns = np.asarray(record["episodes"].get("return", []), dtype=np.float64)
+    index = np.searchsorted(edges, frames, side="left") - 1
+    inside = (index >= 0) & (index < len(edges) - 1)
+    sums = np.bincount(index[inside], weights=returns[inside], minlength=len(edges) - 1)
+    counts = np.bincount(index[inside], minlength=len(edges) - 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+TRAINING_BINS = 20
+
+
+def _finite(x, y):
+    """The points of a curve where ``y`` is finite (a line drawn over a bin without episodes)."""
+    keep = np.isfinite(y)
+    return x[keep], y[keep]
+
+
 def plot_learning_curves(runs, path):
-    """One panel per game: the evaluation return over frames (millions) of each run, thin, and
-    the mean over seeds of each variant, thick; saved to ``path`` (PNG). Needs matplotlib."""
+    """Two panels per game: above, the evaluation return over frames (millions); below, the mean
+    return of the training episodes in each of TRAINING_BINS equal frame bins (bins without an
+    episode skipped). Each run thin,
+    the mean over seeds of each variant thick; saved to ``path`` (PNG). Needs matplotlib."""
     from matplotlib.figure import Figure
 
     games = sorted({config["game"] for _, config, _ in runs})
     columns = min(3, len(games))
-    rows = -(-len(games) // columns)
-    fig = Figure(figsize=(4.5 * columns, 3.4 * rows), layout="constrained")
-    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    game_rows = -(-len(games) // columns)
+    fig = Figure(figsize=(4.5 * columns, 6.2 * game_rows), layout="constrained")
+    axes = fig.subplots(2 * game_rows, columns, squeeze=False)
     colours = {"baseline": "tab:blue", "layernorm": "tab:orange"}
-    for ax, game in zip(axes, games):
+    for i, game in enumerate(games):
+        top, bottom = axes[2 * (i // columns), i % columns], axes[2 * (i // columns) + 1, i % columns]
+        of_game = [(config, r) for _, config, r in runs if config["game"] == game]
+        last = max((r["train"]["frame"][-1] for _, r in of_game if len(r["train"].get("frame", []))), default=0)
+        edges = np.linspace(0, last, TRAINING_BINS + 1)
         for variant in VARIANTS:
-            curves = [(np.asarray(r["evaluation"]["frame"]) / 1e6, np.asarray(r["evaluation"]["return_mean"]))
-                      for _, config, r in runs if config["game"] == game and VARIANTS[bool(config["layernorm"])]
-                      == variant and len(r["evaluation"].get("frame", []))]
-            for x, y in curves:
-                ax.plot(x, y, color=colours[variant], alpha=0.35, linewidth=1)
-            if curves:
-                length = min(len(x) for x, _ in curves)
-                mean = np.mean([y[:length] for _, y in curves], axis=0)
-                label = f"{'LayerNorm' if variant == 'layernorm' else 'baseline'} (mean of {len(curves)})"
-                ax.plot(curves[0][0][:length], mean, color=colours[variant], linewidth=2.2, label=label)
-        random_score, human_score = reference_scores(game)
-        ax.axhline(random_score, color="grey", linestyle=":", linewidth=1, label="random")
-        ax.set_title(game)
-        ax.set_xlabel("environment frames (millions)")
-        ax.set_ylabel("evaluation return (game score)")
-        ax.legend(fontsize=8)
-    for ax in axes[len(games):]:
-        ax.set_visible(False)
-    fig.suptitle("Double DQN with and without LayerNorm: mean evaluation return over training")
+            name = "LayerNorm" if variant == "layernorm" else "baseline"
+            records = [r for config, r in of_game if VARIANTS[bool(config["layernorm"])] == variant]
+            evaluations = [(np.asarray(r["evaluation"]["frame"]) / 1e6, np.asarray(r["evaluation"]["return_mean"]))
+                           for r in records if len(r["evaluation"].get("frame", []))]
+            training = [binned_training_return(r, edges) for r in records] if last > 0 else []
+            for ax, curves in ((top, evaluations), (bottom, [((edges[:-1] + edges[1:]) / 2e6, y) for y in training])):
+                for x, y in curves:
+                    ax.plot(*_finite(x, y), color=colours[variant], alpha=0.35, linewidth=1)
+                if curves:
+                    length = min(len(x) for x, _ in curves)
+                    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                        warnings.simplefilter("ignore", RuntimeWarning)  # a bin no run has an episode in
+                        mean = np.nanmean([y[:length] for _, y in curves], axis=0)
+                    ax.plot(*_finite(curves[0][0][:length], mean), color=colours[variant], linewidth=2.2,
+                            label=f"{name} (mean of {len(curves)})")
+        random_score, _ = reference_scores(game)
+        for ax, what in ((top, "evaluation return"), (bottom, "training episode return")):
+            ax.axhline(random_score, color="grey", linestyle=":", linewidth=1, label="random")
+            ax.set_title(f"{game}: {what}")
+            ax.set_xlabel("environment frames (millions)")
+            ax.set_ylabel("return (game score)")
+            ax.legend(fontsize=8)
+    for i in range(len(games), game_rows * columns):
+        axes[2 * (i // columns), i % columns].set_visible(False)
+        axes[2 * (i // columns) + 1, i % columns].set_visible(False)
+    fig.suptitle("Double DQN with and without LayerNorm: evaluation return and training episode return over training")
     fig.savefig(path, format="png", dpi=110)
 
 
