@@ -155,8 +155,7 @@ def binned_training_return(record, edges):
     inside = (index >= 0) & (index < len(edges) - 1)
     sums = np.bincount(index[inside], weights=returns[inside], minlength=len(edges) - 1)
     counts = np.bincount(index[inside], minlength=len(edges) - 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 TRAINING_BINS = 20
@@ -171,8 +170,8 @@ def _finite(x, y):
 def plot_learning_curves(runs, path):
     """Two panels per game: above, the evaluation return over frames (millions); below, the mean
     return of the training episodes in each of TRAINING_BINS equal frame bins (bins without an
-    episode skipped). Each run thin,
-    the mean over seeds of each variant thick; saved to ``path`` (PNG). Needs matplotlib."""
+    episode skipped). Each run thin, the mean over seeds of each variant thick; saved to ``path``
+    (PNG). Needs matplotlib."""
     from matplotlib.figure import Figure
 
     games = sorted({config["game"] for _, config, _ in runs})
@@ -197,7 +196,7 @@ def plot_learning_curves(runs, path):
                     ax.plot(*_finite(x, y), color=colours[variant], alpha=0.35, linewidth=1)
                 if curves:
                     length = min(len(x) for x, _ in curves)
-                    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                    with warnings.catch_warnings():
                         warnings.simplefilter("ignore", RuntimeWarning)  # a bin no run has an episode in
                         mean = np.nanmean([y[:length] for _, y in curves], axis=0)
                     ax.plot(*_finite(curves[0][0][:length], mean), color=colours[variant], linewidth=2.2,
