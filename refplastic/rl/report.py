@@ -37,11 +37,17 @@ HEADER = "# DQN report"
 LATE_FRACTION = 0.2
 
 
+def training_episodes(record):
+    """``(frames, returns)`` of a record's training episodes, each at the frame it ended."""
+    episodes = record["episodes"]
+    return (np.asarray(episodes.get("frame", []), dtype=np.float64),
+            np.asarray(episodes.get("return", []), dtype=np.float64))
+
+
 def late_training_return(record):
     """The mean return of the training episodes that ended after frame ``(1 - LATE_FRACTION) F``,
     ``F`` the run's last logged frame (NaN if none did)."""
-    frames = np.asarray(record["episodes"].get("frame", []), dtype=np.float64)
-    returns = np.asarray(record["episodes"].get("return", []), dtype=np.float64)
+    frames, returns = training_episodes(record)
     last = record["train"].get("frame", [])
     if not len(frames) or not len(last):
         return float("nan")
@@ -65,7 +71,7 @@ def load_runs(paths):
     return runs
 
 
-def scores_by_game(runs, score=final_evaluation):
+def scores_by_game(runs, score):
     """``{game: {variant: [(seed, score(record), path)]}}`` over ``runs`` (a run without the
     episodes a score needs has a NaN score)."""
     table = {}
@@ -149,8 +155,7 @@ def _number(value, digits=4):
 def binned_training_return(record, edges):
     """The mean return of the training episodes ending in each frame bin ``(edges[i], edges[i+1]]``
     (NaN for a bin without one)."""
-    frames = np.asarray(record["episodes"].get("frame", []), dtype=np.float64)
-    returns = np.asarray(record["episodes"].get("return", []), dtype=np.float64)
+    frames, returns = training_episodes(record)
     index = np.searchsorted(edges, frames, side="left") - 1
     inside = (index >= 0) & (index < len(edges) - 1)
     sums = np.bincount(index[inside], weights=returns[inside], minlength=len(edges) - 1)
