@@ -53,3 +53,14 @@ def test_tables_of_both_scores():
     table = list(csv.DictReader(io.StringIO(report.csv_text(rows))))
     assert [row["score"] for row in table] == ["final_evaluation", "late_training"]
     assert float(table[1]["layernorm_mean"]) == -12
+
+
+def test_frames_per_run_and_the_unequal_length_warning():
+    equal = [run("pong", False, 0, [-21], [-20.0]), run("pong", True, 0, [-21], [-12.0])]
+    text = report.markdown(report.report_rows(equal))
+    assert "Frames per run: pong baseline 1,000, LayerNorm 1,000." in text and "unequal length" not in text
+    longer = ("pong-long.h5", {"game": "pong", "layernorm": True, "seed": 1}, record([900], [-5.0], 3000, [-21, -5]))
+    boxing = run("boxing", False, 0, [0], [1.0])
+    text = report.markdown(report.report_rows(equal + [longer, boxing]))
+    assert "**Runs of unequal length** in pong:" in text
+    assert "pong baseline 1,000, LayerNorm 1,000/3,000" in text and "boxing baseline 1,000, LayerNorm -" in text

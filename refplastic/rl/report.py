@@ -71,13 +71,20 @@ def load_runs(paths):
     return runs
 
 
+def run_frames(record):
+    """The last frame a run's record logged (0 for a record without training)."""
+    frames = record["train"].get("frame", [])
+    return int(frames[-1]) if len(frames) else 0
+
+
 def scores_by_game(runs, score):
-    """``{game: {variant: [(seed, score(record), path)]}}`` over ``runs`` (a run without the
-    episodes a score needs has a NaN score)."""
+    """``{game: {variant: [(seed, score(record), path, frames)]}}`` over ``runs`` (a run without the
+    episodes a score needs has a NaN score; ``frames`` from :func:`run_frames`)."""
     table = {}
     for path, config, record in runs:
         variant = VARIANTS[bool(config["layernorm"])]
-        table.setdefault(config["game"], {}).setdefault(variant, []).append((config["seed"], score(record), path))
+        table.setdefault(config["game"], {}).setdefault(variant, []).append(
+            (config["seed"], score(record), path, run_frames(record)))
     return table
 
 
@@ -87,15 +94,17 @@ def report_rows(runs):
 
 
 def summary_rows(table):
-    """One row per game: each variant's seeds, mean and standard deviation of the scores and the
-    mean's human-normalised score, and the improvement when both variants are there."""
+    """One row per game: each variant's seeds, mean and standard deviation of the scores, the
+    mean's human-normalised score and its runs' lengths in frames (sorted, distinct), and the
+    improvement when both variants are there."""
     rows = []
     for game in sorted(table):
         row = {"game": game}
         for variant in VARIANTS:
-            scores = np.array([s for _, s, _ in table[game].get(variant, [])], dtype=np.float64)
+            runs = table[game].get(variant, [])
+            scores = np.array([s for _, s, _, _ in runs], dtype=np.float64)
             mean = float(scores.mean()) if len(scores) else float("nan")
-            row[variant] = {"seeds": len(scores), "mean": mean,
+            row[variant] = {"seeds": len(scores), "mean": mean, "frames": sorted({f for *_, f in runs}),
                             "sd": float(scores.std(ddof=1)) if len(scores) > 1 else float("nan"),
                             "human_normalised": human_normalised(mean, game)}
         row["improvement"] = improvement(row["layernorm"]["mean"], row["baseline"]["mean"], game)
@@ -131,8 +140,25 @@ def markdown(rows_by_score, level=2):
         lines += ["", f"Median improvement over {sum(np.isfinite(r['improvement']) for r in rows)} games: "
                       f"{_number(median_improvement(rows), 3)} (the paper: about +0.22 over 57 games at 200M "
                       "frames, final scores).", ""]
+    lines += frames_lines(next(iter(rows_by_score.values()), []))
     lines += ["Reference scores: DQN Zoo, dqn_zoo/atari_data.py (refplastic.rl.scores)."]
     return "\n".join(lines) + "\n"
+
+
+def frames_lines(rows):
+    """The runs' lengths, one line; a warning line first when a game's runs differ in length (their
+    scores are then compared at different points of training)."""
+    def lengths(frames):
+        return "-" if not frames else "/".join(f"{f:,}" for f in frames)
+
+    unequal = [r["game"] for r in rows if len({f for v in VARIANTS for f in r[v]["frames"]}) > 1]
+    lines = []
+    if unequal:
+        lines += [f"**Runs of unequal length** in {', '.join(unequal)}: their scores are compared at different "
+                  "points of training.", ""]
+    lines += ["Frames per run: " + "; ".join(f"{r['game']} baseline {lengths(r['baseline']['frames'])}, "
+                                              f"LayerNorm {lengths(r['layernorm']['frames'])}" for r in rows) + ".", ""]
+    return lines
 
 
 def csv_text(rows_by_score):
@@ -216,7 +242,7 @@ def plot_learning_curves(runs, path):
     for i in range(len(games), game_rows * columns):
         axes[2 * (i // columns), i % columns].set_visible(False)
         axes[2 * (i // columns) + 1, i % columns].set_visible(False)
-    fig.suptitle("Double DQN with and without LayerNorm: evaluation return and training episode return over training")
+    fig.suptitle("Double DQN with and without LayerNorm")
     fig.savefig(path, format="png", dpi=110)
 
 
