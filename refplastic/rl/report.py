@@ -146,8 +146,8 @@ def markdown(rows_by_score, level=2):
 
 
 def frames_lines(rows):
-    """The runs' lengths, one line; a warning line first when a game's runs differ in length (their
-    scores are then compared at different points of training)."""
+    """Markdown lines: each game's run lengths in frames per variant, after a warning when a game's
+    runs differ in length (their scores are then compared at different points of training)."""
     def lengths(frames):
         return "-" if not frames else "/".join(f"{f:,}" for f in frames)
 
