@@ -64,6 +64,21 @@ def at_least(config, name, low):
         raise ConfigError(name, f"must be at least {low}, got {getattr(config, name)}")
 
 
+MAX_SCHEDULE_POINTS = 1_000_000
+"""The most points a run's schedule may have (its evaluations, probe points or log rows: ``total``
+over each period): each schedule is a list in memory and each point a row of the results file."""
+
+
+def schedule_points(config, total, periods):
+    """A ConfigError naming ``total`` (a length in steps or frames) if ``total`` over any of the
+    ``periods`` (field names) exceeds :data:`MAX_SCHEDULE_POINTS`."""
+    for name in periods:
+        points = getattr(config, total) // getattr(config, name)
+        if points > MAX_SCHEDULE_POINTS:
+            raise ConfigError(total, f"{getattr(config, total)} with {name} {getattr(config, name)} gives {points} "
+                                     f"points; at most {MAX_SCHEDULE_POINTS:,} (a smaller {total} or a larger {name})")
+
+
 def finite(config, name, low=-math.inf, high=math.inf, strict=False, high_open=False):
     """``config.name`` finite and in the interval from ``low`` (excluded if ``strict``) to ``high``
     (excluded if ``high_open``)."""

@@ -116,6 +116,8 @@ def test_config_values_are_checked_with_the_field_named():
         with_overrides(smoke(), ["width=1.5"])
     with pytest.raises(ConfigError, match="unknown field 'widht'"):
         with_overrides(smoke(), ["widht=3"])
+    with pytest.raises(ConfigError, match="train_steps 10000000000 with probe_every 30 gives 333333333 points"):
+        smoke(train_steps=10**10, log_every=1)
     assert with_overrides(smoke(), ["intervention=none"]).intervention == ()
     assert RunConfig.from_json(smoke().to_json()) == smoke()
 

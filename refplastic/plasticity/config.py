@@ -15,7 +15,7 @@ checked in :meth:`RunConfig.__post_init__`, a bad one raising :class:`ConfigErro
 
 from dataclasses import dataclass
 
-from ..config_fields import ConfigError, ConfigFields, at_least, check_types, finite, overridden
+from ..config_fields import ConfigError, ConfigFields, at_least, check_types, finite, overridden, schedule_points
 from ..data.source import SPECS, data_kind
 
 TASKS = ("easy", "hard", "sparse", "memorise")
@@ -130,6 +130,7 @@ class RunConfig(ConfigFields):
             finite(self, name, low=0, high=1, high_open=True)
         for name in ("epsilon", "shrink", "cbp_replacement_rate", "cbp_decay"):
             finite(self, name, low=0, high=1)
+        schedule_points(self, "train_steps", ("probe_every", "log_every"))
         if self.probe_batch_size > self.probe_examples:
             raise ConfigError("probe_batch_size", f"{self.probe_batch_size} is more than the {self.probe_examples} "
                                                   f"probe examples")

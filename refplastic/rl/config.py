@@ -25,7 +25,7 @@ Presets (:data:`PRESETS`):
 
 from dataclasses import dataclass
 
-from ..config_fields import ConfigError, ConfigFields, at_least, check_types, finite, overridden
+from ..config_fields import ConfigError, ConfigFields, at_least, check_types, finite, overridden, schedule_points
 
 OPTIMIZERS = ("rmsprop", "adam")
 TD_LOSSES = ("clipped_gradient_l2", "huber", "mse")
@@ -123,6 +123,7 @@ class DQNConfig(ConfigFields):
             if getattr(self, name) % vector_step:
                 raise ConfigError(name, f"{getattr(self, name)} frames is not a whole number of vector steps of "
                                         f"num_envs x frameskip = {vector_step} frames")
+        schedule_points(self, "frames", ("eval_every", "probe_every", "log_every"))
         if self.max_episode_frames % self.frameskip:
             raise ConfigError("max_episode_frames", f"{self.max_episode_frames} is not a multiple of "
                                                     f"frameskip = {self.frameskip}")
