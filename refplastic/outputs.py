@@ -80,6 +80,9 @@ def check_writable(path):
                       f"{path} is a directory name (it ends in {path[-1]!r}), not a file name")
     if os.path.isdir(path):
         raise OSError(f"{path} is a directory, not a file name")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise OSError(f"{path} exists and is not a regular file (a device, pipe or socket): "
+                      "outputs are written to files only")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise OSError(f"directory does not exist: {directory}")

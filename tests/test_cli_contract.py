@@ -219,18 +219,22 @@ def long_name(tmp_path):
     ("missing/dir/x.h5", "directory does not exist"),
     ("LONG", "File name too long (choose a shorter file name)"),
     ("DIR", "is a directory"),
+    ("FIFO", "is not a regular file (a device, pipe or socket)"),
     ("/proc/refplastic-contract.h5", "cannot write /proc/refplastic-contract.h5"),
 ])
 def test_a_bad_output_path_is_refused_before_any_work(files, tmp_path, monkeypatch, name, option, path, message):
     refuse_work(monkeypatch, name)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "work").mkdir()
-    path = {"LONG": long_name(tmp_path / "work"), "DIR": tmp_path / "work"}.get(path, path)
+    special = {"LONG": long_name(tmp_path / "work"), "DIR": tmp_path / "work", "FIFO": tmp_path / "work" / "pipe"}
+    if path == "FIFO":  # a named pipe stands for every file that is not a regular one (/dev/null too)
+        os.mkfifo(special[path])
+    path = special.get(path, path)
     out = run(*argv(name, files, tmp_path / "work", {option: path}))
     assert_one_line_error(out, 2, message)
     assert f"'{option}'" in out.stderr
     no_leftovers(tmp_path, ["work"])
-    no_leftovers(tmp_path / "work", [])
+    no_leftovers(tmp_path / "work", ["pipe"] if special.get("FIFO") == path else [])
 
 
 @pytest.mark.parametrize("name", [n for n in ROWS if len(CONTRACT[n].outputs) > 1])
