@@ -67,6 +67,7 @@ def test_epsilon_is_dqn_zoos_linear_schedule():
     ("game", "pongg", "did you mean pong"),
     ("frames", 100, "not a whole number of vector steps"),
     ("frames", 8 * 10**16, "points; at most 1,000,000"),
+    ("frames", 8, "one vector step, which stores no whole transition"),
     ("update_period", 12, "one must divide the other"),
     ("lr", 0.0, "must be a finite number in (0"),
     ("optimizer", "sgd", "must be one of rmsprop, adam"),

@@ -124,6 +124,9 @@ class DQNConfig(ConfigFields):
                 raise ConfigError(name, f"{getattr(self, name)} frames is not a whole number of vector steps of "
                                         f"num_envs x frameskip = {vector_step} frames")
         schedule_points(self, "frames", ("eval_every", "probe_every", "log_every"))
+        if self.frames < 2 * vector_step:  # the first probe point needs one whole transition in the replay
+            raise ConfigError("frames", f"{self.frames} frames are one vector step, which stores no whole transition "
+                                        f"for the probe; at least {2 * vector_step}")
         if self.max_episode_frames % self.frameskip:
             raise ConfigError("max_episode_frames", f"{self.max_episode_frames} is not a multiple of "
                                                     f"frameskip = {self.frameskip}")
