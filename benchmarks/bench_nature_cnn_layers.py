@@ -73,16 +73,7 @@ def first_convolution_parts():
              f"product {matrix.shape[1]}x{matrix.shape[2]} by {lowered.shape[1]}x{lowered.shape[2]} (OpenBLAS)":
                  lambda: matrix @ lowered,
              "shift-add and bias (serial Numba kernel)": lambda: lowering.expand(z, out_hw, bias)}
-    rows = []
-    for name, f in parts.items():
-        for _ in range(3):
-            f()
-        rounds = []
-        for _ in range(args.repeats):
-            harness.settle()
-            rounds.append(harness.seconds_per_call(f))
-        rows.append((name, sorted(rounds)[len(rounds) // 2] * 1e3))
-    return rows
+    return [(name, harness.compare(f, None, args.repeats, alone=True)[0] * 1e3) for name, f in parts.items()]
 
 
 workloads = [(f"layer {i} {type(layer).__name__}", "float32", lambda i=i: layer_pair(i), args.repeats, 3)

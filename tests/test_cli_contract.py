@@ -226,15 +226,15 @@ def test_a_bad_output_path_is_refused_before_any_work(files, tmp_path, monkeypat
     refuse_work(monkeypatch, name)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "work").mkdir()
-    special = {"LONG": long_name(tmp_path / "work"), "DIR": tmp_path / "work", "FIFO": tmp_path / "work" / "pipe"}
+    pipe = tmp_path / "work" / "pipe"
     if path == "FIFO":  # a named pipe stands for every file that is not a regular one (/dev/null too)
-        os.mkfifo(special[path])
-    path = special.get(path, path)
-    out = run(*argv(name, files, tmp_path / "work", {option: path}))
+        os.mkfifo(pipe)
+    out = run(*argv(name, files, tmp_path / "work",
+                    {option: {"LONG": long_name(tmp_path / "work"), "DIR": tmp_path / "work", "FIFO": pipe}.get(path, path)}))
     assert_one_line_error(out, 2, message)
     assert f"'{option}'" in out.stderr
     no_leftovers(tmp_path, ["work"])
-    no_leftovers(tmp_path / "work", ["pipe"] if special.get("FIFO") == path else [])
+    no_leftovers(tmp_path / "work", ["pipe"] if path == "FIFO" else [])
 
 
 @pytest.mark.parametrize("name", [n for n in ROWS if len(CONTRACT[n].outputs) > 1])

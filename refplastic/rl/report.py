@@ -214,7 +214,7 @@ def plot_learning_curves(runs, path):
     for i, game in enumerate(games):
         top, bottom = axes[2 * (i // columns), i % columns], axes[2 * (i // columns) + 1, i % columns]
         of_game = [(config, r) for _, config, r in runs if config["game"] == game]
-        last = max((r["train"]["frame"][-1] for _, r in of_game if len(r["train"].get("frame", []))), default=0)
+        last = max(run_frames(r) for _, r in of_game)
         edges = np.linspace(0, last, TRAINING_BINS + 1)
         for variant in VARIANTS:
             name = "LayerNorm" if variant == "layernorm" else "baseline"
